@@ -1,0 +1,390 @@
+"""The CardSense HTTP service: a Flask application factory, run by gunicorn.
+
+    gunicorn -c serving/gunicorn.conf.py "serving.app:create_app()"
+
+gunicorn (without ``--preload``) calls :func:`create_app` in every worker after the fork, so each
+worker builds and warms its own Paddle predictor; nothing heavy happens at import time.
+
+Routes (blueprint ``api``):
+    POST /classify         one card (multipart field ``file``, or a raw ``image/png`` / ``text/csv`` body)
+    POST /classify/batch   several files (multipart) or one zip -> one result or error per card
+    GET  /healthz          the process is alive
+    GET  /readyz           the model is loaded and warmed up
+    GET  /model            model metadata, device, preprocessing, evaluation metrics
+    GET  /metrics          Prometheus exposition
+    GET  /                 web page (serving/static/)
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
+from werkzeug.datastructures import FileStorage
+
+from serving.config import ServingConfig
+from serving.errors import ApiError, register_error_handlers
+from serving.metrics import Metrics, Timer
+from serving.predictor import Predictor
+from serving.uploads import Upload, card_kind, is_zip, media_type, outline_png, png_data_url
+from shared.cards import CardError
+from shared.preprocess import to_grey_png
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+EXTENSION = "cardsense"
+MiB = 1024 * 1024
+
+bp = Blueprint("api", __name__)
+
+
+class ServiceState:
+    """What one worker holds: configuration, the predictor and the metrics."""
+
+    def __init__(self, config: ServingConfig, predictor: Predictor, metrics: Metrics) -> None:
+        self.config = config
+        self.predictor = predictor
+        self.metrics = metrics
+        self.started = time.time()
+
+
+def state() -> ServiceState:
+    """The :class:`ServiceState` of the current app."""
+    return current_app.extensions[EXTENSION]
+
+
+def create_app(config: dict[str, Any] | None = None) -> Flask:
+    """Build the Flask app, load and warm up the model.
+
+    Args:
+        config: optional overrides. ``SERVING`` (a :class:`ServingConfig`; default: from the
+            environment), ``PREDICTOR`` (an already built :class:`Predictor`, e.g. shared by tests),
+            plus any Flask setting.
+
+    Raises:
+        serving.predictor.StartupError: the model folder cannot be served (the worker then exits).
+        serving.config.ConfigError: a ``CARDSENSE_*`` variable is invalid.
+    """
+    config = dict(config or {})
+    # cv2's thread pool is not fork-safe and competes with Paddle's threads for the cores.
+    cv2.setNumThreads(0)
+    serving: ServingConfig = config.pop("SERVING", None) or ServingConfig.from_env()
+    predictor: Predictor | None = config.pop("PREDICTOR", None)
+    if predictor is None:
+        predictor = Predictor(
+            serving.model_dir,
+            device=serving.device,
+            cpu_threads=serving.cpu_threads,
+            pool_size=serving.threads,
+            batch_sizes=serving.batch_sizes,
+            gpu_id=serving.gpu_id,
+            gpu_mem_mb=serving.gpu_mem_mb,
+            tensorrt=serving.tensorrt,
+            trt_cache_dir=serving.trt_cache_dir,
+        )
+
+    app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
+    app.config.update(
+        # The largest request any route accepts; /classify lowers it per request.
+        MAX_CONTENT_LENGTH=int(max(serving.max_upload_mb, serving.max_batch_upload_mb) * MiB),
+        MAX_FORM_PARTS=serving.max_batch_cards + 16,
+        MAX_FORM_MEMORY_SIZE=64 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.config.update(config)
+    app.json.ensure_ascii = False  # 供液不足, not \u4f9b...
+    app.json.sort_keys = False
+    metrics = Metrics()
+    app.extensions[EXTENSION] = ServiceState(serving, predictor, metrics)
+    register_error_handlers(app, on_error=lambda code: metrics.errors.labels(kind=code).inc())
+    app.register_blueprint(bp)
+    log.info("CardSense worker %d serving %s on %s", os.getpid(), predictor.name, predictor.device)
+    return app
+
+
+# ------------------------------------------------------------------------------------ plumbing
+
+
+@bp.before_app_request
+def _start_timer() -> None:
+    g.started = time.perf_counter()
+
+
+@bp.after_app_request
+def _observe(response: Response) -> Response:
+    started = g.pop("started", None)
+    if started is not None:
+        rule = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        if not rule.startswith("/static"):
+            state().metrics.observe_request(rule, request.method, response.status_code, time.perf_counter() - started)
+    return response
+
+
+def _require_token() -> None:
+    token = state().config.api_token
+    if not token:
+        return
+    given = request.headers.get("X-API-Token", "")
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        given = auth[7:].strip()
+    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "unauthorized", "this service needs an API token: send 'Authorization: Bearer <token>'")
+
+
+def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "invalid_parameter", f"?{name}= must be an integer from {lo} to {hi}") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, "invalid_parameter", f"?{name}= must be an integer from {lo} to {hi}")
+    return value
+
+
+def _flag_arg(name: str) -> bool:
+    return request.args.get(name, "").lower() in ("1", "true", "yes", "on")
+
+
+def _read_file(storage: FileStorage) -> Upload:
+    return Upload(storage.filename or "", storage.mimetype or "", storage.read())
+
+
+def _single_upload() -> Upload:
+    """The one card of a /classify request, from the multipart field ``file`` or the raw body."""
+    ctype = media_type(request.content_type)
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        files = request.files.getlist("file")
+        if not files:
+            others = sorted(request.files.keys())
+            hint = f" (got field(s) {', '.join(others)})" if others else ""
+            raise ApiError(400, "missing_file", f"no multipart field 'file' with a card{hint}")
+        if len(files) > 1:
+            raise ApiError(400, "too_many_files", "send one card to /classify; use /classify/batch for several")
+        upload = _read_file(files[0])
+        if not upload.data:
+            raise ApiError(400, "empty_file", "the field 'file' holds an empty file")
+        return upload
+    data = request.get_data(cache=False)
+    if not data:
+        raise ApiError(
+            400, "missing_file",
+            "no card in the request: send multipart field 'file', or the card as the body with "
+            "Content-Type image/png or text/csv",
+        )
+    return Upload("", ctype, data)
+
+
+def _batch_uploads() -> list[Upload]:
+    """All files of a /classify/batch request (multipart, any field name) or its raw body."""
+    ctype = media_type(request.content_type)
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        uploads = [_read_file(f) for _, f in request.files.items(multi=True)]
+        if not uploads:
+            raise ApiError(400, "missing_file", "no files in the request: send one or more cards or a zip (multipart)")
+        return uploads
+    data = request.get_data(cache=False)
+    if not data:
+        raise ApiError(400, "missing_file", "empty request: send cards as multipart files or one zip as the body")
+    return [Upload("", ctype, data)]
+
+
+def _prepare(upload: Upload, include_input: bool) -> tuple[np.ndarray, dict[str, str]]:
+    """Upload -> model input (shared preprocessing), plus display images when asked.
+
+    Raises:
+        ApiError: 415 for other file types, 422 for a file that is not a usable card.
+    """
+    kind = card_kind(upload)
+    predictor = state().predictor
+    try:
+        x = predictor.prepare(upload.data, kind)
+        extra = {}
+        if include_input:
+            extra = {
+                "card_png": png_data_url(outline_png(predictor.card_outline(upload.data, kind))),
+                "input_png": png_data_url(to_grey_png(x)),
+            }
+    except CardError as exc:
+        raise ApiError(422, "invalid_card", f"not a usable {kind.upper()} card: {exc}") from None
+    return x, {"kind": kind, **extra}
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+# ------------------------------------------------------------------------------------ routes
+
+
+@bp.get("/")
+def index():
+    """The web page."""
+    return send_from_directory(STATIC_DIR, "index.html", max_age=0)
+
+
+@bp.get("/healthz")
+def healthz():
+    """Liveness: the worker answers."""
+    return jsonify({"status": "ok", "pid": os.getpid()})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Readiness: the model is loaded and every batch shape warmed up."""
+    predictor = state().predictor
+    if not predictor.ready:
+        raise ApiError(503, "not_ready", "the model is still loading")
+    return jsonify({"status": "ready", "model": predictor.model_id, "device": predictor.device})
+
+
+@bp.get("/model")
+def model_info():
+    """Model metadata, device, preprocessing and the model's evaluation metrics."""
+    _require_token()
+    st = state()
+    info = st.predictor.describe()
+    info["service"] = {
+        "max_upload_bytes": int(st.config.max_upload_mb * MiB),
+        "max_batch_upload_bytes": int(st.config.max_batch_upload_mb * MiB),
+        "max_batch_cards": st.config.max_batch_cards,
+        "auth": bool(st.config.api_token),
+        "uptime_seconds": round(time.time() - st.started, 1),
+    }
+    return jsonify(info)
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus metrics (aggregated over gunicorn workers)."""
+    body, content_type = state().metrics.render()
+    return Response(body, content_type=content_type)
+
+
+@bp.post("/classify")
+def classify():
+    """Classify one card. ``?top_k=N`` adds a ranked list, ``?include_input=1`` the card and model input as PNGs."""
+    started = time.perf_counter()
+    _require_token()
+    st = state()
+    request.max_content_length = int(st.config.max_upload_mb * MiB)
+    top_k = _int_arg("top_k", 0, 0, len(st.predictor.codes))
+    include_input = _flag_arg("include_input")
+    upload = _single_upload()
+    x, extra = _prepare(upload, include_input)
+    with Timer() as t:
+        probs = st.predictor.predict(x[None])[0]
+    st.metrics.inference.observe(t.seconds)
+    body = st.predictor.result(probs, top_k)
+    st.metrics.predictions.labels(label=body["label"]).inc()
+    body["model"] = st.predictor.model_id
+    body["input"] = {"kind": extra.pop("kind"), **({"filename": upload.filename} if upload.filename else {})}
+    body.update(extra)
+    body["elapsed_ms"] = _ms(time.perf_counter() - started)
+    return jsonify(body)
+
+
+def _iter_batch_cards(uploads: list[Upload], limit: int) -> Iterator[tuple[str, str, Upload | None, dict | None]]:
+    """Yield ``(id, file, upload or None, error or None)`` for every card of a batch request.
+
+    Zips are read with the shared safe reader; their unreadable members come out as errors.
+    """
+    from shared.dataset_io import iter_cards  # noqa: PLC0415 - only batch requests need it
+
+    count = 0
+
+    def bump() -> None:
+        nonlocal count
+        count += 1
+        if count > limit:
+            raise ApiError(413, "too_many_cards", f"a batch holds at most {limit} cards; split the upload")
+
+    for upload in uploads:
+        if is_zip(upload):
+            # The shared reader takes a path: write the zip to a private temporary file.
+            with tempfile.NamedTemporaryFile(prefix="cardsense-", suffix=".zip") as tmp:
+                tmp.write(upload.data)
+                tmp.flush()
+                try:
+                    for card in iter_cards(tmp.name):
+                        bump()
+                        if card.png is not None:
+                            yield card.id, f"{card.id}.png", Upload(f"{card.id}.png", "image/png", card.png), None
+                        elif card.csv is not None:
+                            yield card.id, f"{card.id}.csv", Upload(f"{card.id}.csv", "text/csv", card.csv), None
+                        else:
+                            yield card.id, card.name, None, {"code": "invalid_card", "message": "no PNG or CSV for this card"}
+                except CardError as exc:
+                    raise ApiError(422, "invalid_zip", f"cannot read the zip {upload.filename or ''}: {exc}".replace("  ", " ")) from None
+            continue
+        bump()
+        if not upload.data:
+            yield upload.stem, upload.filename, None, {"code": "empty_file", "message": "the file is empty"}
+        else:
+            yield upload.stem, upload.filename, upload, None
+
+
+@bp.post("/classify/batch")
+def classify_batch():
+    """Classify several cards (multipart files or one zip); one bad card does not fail the others."""
+    started = time.perf_counter()
+    _require_token()
+    st = state()
+    request.max_content_length = int(st.config.max_batch_upload_mb * MiB)
+    top_k = _int_arg("top_k", 0, 0, len(st.predictor.codes))
+    uploads = _batch_uploads()
+    results: list[dict[str, Any]] = []
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        with Timer() as t:
+            probs = st.predictor.predict(np.stack([x for _, x in pending]))
+        st.metrics.inference.observe(t.seconds)
+        for (index, _), row in zip(pending, probs):
+            body = st.predictor.result(row, top_k)
+            st.metrics.predictions.labels(label=body["label"]).inc()
+            results[index].update(body)
+        pending.clear()
+
+    for card_id, filename, upload, error in _iter_batch_cards(uploads, st.config.max_batch_cards):
+        entry: dict[str, Any] = {"id": card_id, "file": filename}
+        results.append(entry)
+        if error is None:
+            try:
+                x, extra = _prepare(upload, include_input=False)
+                entry["kind"] = extra["kind"]
+                pending.append((len(results) - 1, x))
+            except ApiError as exc:
+                error = exc.to_dict()
+        if error is not None:
+            entry["error"] = error
+            st.metrics.errors.labels(kind=error["code"]).inc()
+        if len(pending) >= st.predictor.max_batch:
+            flush()
+    flush()
+    st.metrics.batch_cards.observe(len(results))
+    failed = sum(1 for r in results if "error" in r)
+    return jsonify(
+        {
+            "count": len(results),
+            "ok": len(results) - failed,
+            "errors": failed,
+            "results": results,
+            "model": st.predictor.model_id,
+            "elapsed_ms": _ms(time.perf_counter() - started),
+        }
+    )

@@ -1,0 +1,128 @@
+"""Service configuration, read from the environment (``CARDSENSE_*``) with safe defaults.
+
+The same settings drive gunicorn (``serving/gunicorn.conf.py``: bind, workers, threads, timeout) and
+the Flask app (model folder, device, limits, token). Every variable is listed in ``docs/SERVING.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+DEVICES = ("auto", "cpu", "gpu")
+
+
+class ConfigError(ValueError):
+    """A ``CARDSENSE_*`` setting has a value the service cannot use."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={value} must be positive")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1/0, true/false)")
+
+
+def default_workers(cores: int | None = None) -> int:
+    """One worker per two cores (each runs ``threads`` predictor clones), at least one."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    """Resolved settings of one service process. See :func:`from_env` for the variable names."""
+
+    model_dir: Path = DEFAULT_MODEL_DIR
+    device: str = "auto"
+    gpu_id: int = 0
+    gpu_mem_mb: int = 256
+    tensorrt: bool = False
+    trt_cache_dir: Path | None = None
+    cpu_threads: int = 1
+    threads: int = 2
+    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    max_upload_mb: float = 2.0
+    max_batch_upload_mb: float = 64.0
+    max_batch_cards: int = 1000
+    api_token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"CARDSENSE_DEVICE={self.device!r}; expected one of {', '.join(DEVICES)}")
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ConfigError(f"CARDSENSE_BATCH_SIZES must be positive integers, got {self.batch_sizes}")
+        if 1 not in self.batch_sizes:
+            raise ConfigError("CARDSENSE_BATCH_SIZES must include 1 (single-card requests)")
+
+    @property
+    def max_batch(self) -> int:
+        """The largest batch the predictor runs; bigger requests are split into chunks of this size."""
+        return max(self.batch_sizes)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ServingConfig":
+        """Build the configuration from ``CARDSENSE_*`` environment variables.
+
+        Raises:
+            ConfigError: a variable holds a value that cannot be used (the message names it).
+        """
+        env = os.environ if env is None else env
+        sizes_raw = env.get("CARDSENSE_BATCH_SIZES", "").strip()
+        if sizes_raw:
+            try:
+                sizes = tuple(sorted({int(s) for s in sizes_raw.split(",") if s.strip()}))
+            except ValueError:
+                raise ConfigError(f"CARDSENSE_BATCH_SIZES={sizes_raw!r} must be a comma-separated list of integers") from None
+        else:
+            sizes = cls.batch_sizes
+        trt_cache = env.get("CARDSENSE_TRT_CACHE_DIR", "").strip()
+        return cls(
+            model_dir=Path(env.get("CARDSENSE_MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR),
+            device=env.get("CARDSENSE_DEVICE", "auto").strip().lower() or "auto",
+            gpu_id=_int(env, "CARDSENSE_GPU_ID", 0, minimum=0),
+            gpu_mem_mb=_int(env, "CARDSENSE_GPU_MEM_MB", 256),
+            tensorrt=_bool(env, "CARDSENSE_TENSORRT", False),
+            trt_cache_dir=Path(trt_cache) if trt_cache else None,
+            cpu_threads=_int(env, "CARDSENSE_CPU_THREADS", 1),
+            threads=_int(env, "CARDSENSE_THREADS", 2),
+            batch_sizes=sizes,
+            max_upload_mb=_float(env, "CARDSENSE_MAX_UPLOAD_MB", 2.0),
+            max_batch_upload_mb=_float(env, "CARDSENSE_MAX_BATCH_UPLOAD_MB", 64.0),
+            max_batch_cards=_int(env, "CARDSENSE_MAX_BATCH_CARDS", 1000),
+            api_token=env.get("CARDSENSE_API_TOKEN", "").strip() or None,
+        )
