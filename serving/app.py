@@ -20,7 +20,6 @@ from __future__ import annotations
 import hmac
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,11 +30,13 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 from werkzeug.datastructures import FileStorage
 
 from serving.config import ServingConfig
+from serving.batch import card_payload, skipped_card_members
 from serving.errors import ApiError, register_error_handlers
 from serving.metrics import Metrics, Timer
 from serving.predictor import Predictor
 from serving.uploads import Upload, card_kind, is_zip, media_type, outline_png, png_data_url
 from shared.cards import CardError
+from shared.dataset_io import ArchiveError, iter_cards
 from shared.preprocess import to_grey_png
 
 log = logging.getLogger(__name__)
@@ -201,25 +202,24 @@ def _batch_uploads() -> list[Upload]:
     return [Upload("", ctype, data)]
 
 
-def _prepare(upload: Upload, include_input: bool) -> tuple[np.ndarray, dict[str, str]]:
-    """Upload -> model input (shared preprocessing), plus display images when asked.
+def _prepare(data: bytes, kind: str, include_input: bool) -> tuple[np.ndarray, dict[str, str]]:
+    """Card bytes -> model input (the model's shared preprocessing), plus display images when asked.
 
     Raises:
-        ApiError: 415 for other file types, 422 for a file that is not a usable card.
+        ApiError: 422 for a file that is not a usable card.
     """
-    kind = card_kind(upload)
     predictor = state().predictor
     try:
-        x = predictor.prepare(upload.data, kind)
+        x = predictor.prepare(data, kind)
         extra = {}
         if include_input:
             extra = {
-                "card_png": png_data_url(outline_png(predictor.card_outline(upload.data, kind))),
+                "card_png": png_data_url(outline_png(predictor.card_outline(data, kind))),
                 "input_png": png_data_url(to_grey_png(x)),
             }
     except CardError as exc:
         raise ApiError(422, "invalid_card", f"not a usable {kind.upper()} card: {exc}") from None
-    return x, {"kind": kind, **extra}
+    return x, extra
 
 
 def _ms(seconds: float) -> float:
@@ -283,57 +283,69 @@ def classify():
     top_k = _int_arg("top_k", 0, 0, len(st.predictor.codes))
     include_input = _flag_arg("include_input")
     upload = _single_upload()
-    x, extra = _prepare(upload, include_input)
+    kind = card_kind(upload)
+    x, extra = _prepare(upload.data, kind, include_input)
     with Timer() as t:
         probs = st.predictor.predict(x[None])[0]
     st.metrics.inference.observe(t.seconds)
     body = st.predictor.result(probs, top_k)
     st.metrics.predictions.labels(label=body["label"]).inc()
     body["model"] = st.predictor.model_id
-    body["input"] = {"kind": extra.pop("kind"), **({"filename": upload.filename} if upload.filename else {})}
+    body["input"] = {"kind": kind, **({"filename": upload.filename} if upload.filename else {})}
     body.update(extra)
     body["elapsed_ms"] = _ms(time.perf_counter() - started)
     return jsonify(body)
 
 
-def _iter_batch_cards(uploads: list[Upload], limit: int) -> Iterator[tuple[str, str, Upload | None, dict | None]]:
-    """Yield ``(id, file, upload or None, error or None)`` for every card of a batch request.
+def _iter_batch_cards(uploads: list[Upload], limit: int) -> Iterator[tuple[str, str, str | None, bytes | None, dict | None]]:
+    """Yield ``(id, file, kind, data, error)`` for every card of a batch request.
 
-    Zips are read with the shared safe reader; their unreadable members come out as errors.
+    Zips are read in memory with the shared safe reader (``shared.dataset_io``); their cards are
+    paired and chosen as in the batch scorer (PNG, else CSV), refused card members come out as errors.
+
+    Raises:
+        ApiError: 413 past ``limit`` cards, 422 for a zip that cannot be opened at all.
     """
-    from shared.dataset_io import iter_cards  # noqa: PLC0415 - only batch requests need it
-
     count = 0
 
-    def bump() -> None:
+    def bump(n: int = 1) -> None:
         nonlocal count
-        count += 1
+        count += n
         if count > limit:
             raise ApiError(413, "too_many_cards", f"a batch holds at most {limit} cards; split the upload")
 
     for upload in uploads:
-        if is_zip(upload):
-            # The shared reader takes a path: write the zip to a private temporary file.
-            with tempfile.NamedTemporaryFile(prefix="cardsense-", suffix=".zip") as tmp:
-                tmp.write(upload.data)
-                tmp.flush()
-                try:
-                    for card in iter_cards(tmp.name):
-                        bump()
-                        if card.png is not None:
-                            yield card.id, f"{card.id}.png", Upload(f"{card.id}.png", "image/png", card.png), None
-                        elif card.csv is not None:
-                            yield card.id, f"{card.id}.csv", Upload(f"{card.id}.csv", "text/csv", card.csv), None
-                        else:
-                            yield card.id, card.name, None, {"code": "invalid_card", "message": "no PNG or CSV for this card"}
-                except CardError as exc:
-                    raise ApiError(422, "invalid_zip", f"cannot read the zip {upload.filename or ''}: {exc}".replace("  ", " ")) from None
+        if not is_zip(upload):
+            bump()
+            if not upload.data:
+                yield upload.stem, upload.filename, None, None, {"code": "empty_file", "message": "the file is empty"}
+                continue
+            try:
+                kind = card_kind(upload)
+            except ApiError as exc:
+                yield upload.stem, upload.filename, None, None, exc.to_dict()
+                continue
+            yield upload.stem, upload.filename, kind, upload.data, None
             continue
-        bump()
-        if not upload.data:
-            yield upload.stem, upload.filename, None, {"code": "empty_file", "message": "the file is empty"}
-        else:
-            yield upload.stem, upload.filename, upload, None
+        try:
+            source = iter_cards(upload.data)
+        except ArchiveError as exc:
+            name = f" {upload.filename}" if upload.filename else ""
+            raise ApiError(422, "invalid_zip", f"cannot read the zip{name}: {exc}") from None
+        with source:
+            bump(len(source))
+            seen = set()
+            for card in source:
+                seen.add((card.folder, card.id))
+                try:
+                    kind, data = card_payload(card)
+                except CardError as exc:
+                    yield card.id, card.name, None, None, {"code": "invalid_card", "message": str(exc)}
+                    continue
+                yield card.id, card.name, kind, data, None
+            for card_id, name, reason in skipped_card_members(source, seen):
+                bump()
+                yield card_id, name, None, None, {"code": "skipped_member", "message": f"{name}: {reason}"}
 
 
 @bp.post("/classify/batch")
@@ -360,13 +372,13 @@ def classify_batch():
             results[index].update(body)
         pending.clear()
 
-    for card_id, filename, upload, error in _iter_batch_cards(uploads, st.config.max_batch_cards):
+    for card_id, filename, kind, data, error in _iter_batch_cards(uploads, st.config.max_batch_cards):
         entry: dict[str, Any] = {"id": card_id, "file": filename}
         results.append(entry)
         if error is None:
+            entry["kind"] = kind
             try:
-                x, extra = _prepare(upload, include_input=False)
-                entry["kind"] = extra["kind"]
+                x, _ = _prepare(data, kind, include_input=False)
                 pending.append((len(results) - 1, x))
             except ApiError as exc:
                 error = exc.to_dict()
