@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 import stat
 import zipfile
 from collections import Counter
@@ -242,8 +243,8 @@ class CardSource:
             for suffix, entry in files.items():
                 try:
                     data = self._read(entry)
-                except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, RuntimeError, EOFError) as exc:
-                    # RuntimeError: zipfile's "encrypted"/"bad password"; BadZipFile: CRC or header damage.
+                except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, ValueError, RuntimeError, EOFError) as exc:
+                    # RuntimeError: zipfile's "encrypted"/"bad password"; BadZipFile/zlib.error: damaged data.
                     card.errors.append(f"{entry.name}: cannot read ({exc})")
                     continue
                 if suffix == ".png":

@@ -44,7 +44,7 @@ from shared.cards import (
 METHOD_VERSIONS = {"default": "fill-v1", "legacy": "legacy-v1"}
 
 # Closing kernels tried in turn until the outline encloses an area (closes gaps of about k - 1 px).
-_CLOSING_SIZES = (3, 7, 15)
+_CLOSING_SIZES = (3, 7, 15, 31)
 # Blank border kept around the rescaled card in the default method.
 _PAD = 2
 _OUTPUT_LINE = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
