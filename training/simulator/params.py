@@ -1,0 +1,234 @@
+"""Well parameters and their random sampling over field ranges, per working condition.
+
+Everything is SI (m, s, Pa, kg/m³, N) except ``spm`` (strokes per minute). A ``WellParams`` fully
+determines one simulated card; ``sample_params`` draws one from the field ranges in CARDS.md with
+the condition's fault set to a random severity between borderline (0) and severe (1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from shared.labels import CODES
+
+G = 9.81
+STEEL_DENSITY = 7850.0
+STEEL_E = 2.06e11
+SOUND_SPEED = math.sqrt(STEEL_E / STEEL_DENSITY)  # ≈ 5,123 m/s
+TUBING_AREA = 1.16e-3  # 2 7/8" tubing steel cross-section, m²
+
+# Rod diameters available to a taper (Chinese/API sizes 16–25 mm), thickest at the top.
+ROD_DIAMETERS = (0.016, 0.019, 0.022, 0.025)
+PLUNGER_DIAMETERS = (0.028, 0.032, 0.038, 0.044, 0.056, 0.057, 0.063, 0.070, 0.083)
+
+
+@dataclass(frozen=True)
+class WellParams:
+    """All inputs of one simulated card.
+
+    Fault fields default to "no fault"; ``sample_params`` sets the one(s) its condition needs.
+    Lengths that refer to the pump (``dead_space_m``, ``tag_*_m``, ``plunger_out_m``,
+    ``tv_close_delay_m``) are metres of plunger travel.
+    """
+
+    stroke_m: float = 3.0
+    spm: float = 5.0
+    depth_m: float = 1500.0
+    rod_sections: tuple[tuple[float, float], ...] = ((600.0, 0.022), (900.0, 0.019))  # (length m, diameter m), top first
+    plunger_d_m: float = 0.044
+    fluid_density: float = 900.0
+    submergence_m: float = 300.0  # fluid level above the pump intake
+    wellhead_pa: float = 0.5e6
+    casing_pa: float = 0.3e6
+    damping: float = 0.12  # Gibbs dimensionless damping factor ν
+    crank_ratio: float = 0.0  # r/l of the beam unit's four-bar approximation (0 = pure sinusoid)
+    time_asymmetry: float = 0.0  # >0: upstroke slower than downstroke
+    tubing_anchored: bool = True
+    dead_space_m: float = 0.15
+    gas_fraction: float = 0.0  # free-gas volume fraction of what enters through the standing valve
+    polytropic_k: float = 1.2
+    fillage: float = 1.0  # liquid supply per stroke as a fraction of the plunger stroke (fluid pound < 1)
+    tv_leak: float = 0.0  # traveling-valve leak: peak slip rate / peak plunger displacement rate
+    sv_leak: float = 0.0  # standing-valve leak, same scale
+    tv_close_delay_m: float = 0.0  # traveling valve held open for this much upstroke travel
+    tag_top_m: float = -1.0  # plunger hits the pump top this far before the free top of its stroke (<0: never)
+    tag_bottom_m: float = -1.0  # plunger hits bottom this far before the free bottom of its stroke (<0: never)
+    plunger_out_m: float = -1.0  # plunger leaves the barrel this far below the free top of its stroke (<0: never)
+    sand_friction: float = 0.0  # amplitude of random sand friction as a fraction of the fluid load
+    plunger_friction_n: float = 500.0
+    noise_kn: float = 0.1  # load-cell noise (standard deviation, kN)
+    points: int = 200
+
+    @property
+    def plunger_area(self) -> float:
+        return math.pi * self.plunger_d_m**2 / 4.0
+
+    @property
+    def discharge_pa(self) -> float:
+        """Pressure above the plunger: wellhead plus the tubing fluid column."""
+        return self.wellhead_pa + self.fluid_density * G * self.depth_m
+
+    @property
+    def intake_pa(self) -> float:
+        """Pump intake pressure: casing pressure plus the fluid above the pump."""
+        return self.casing_pa + self.fluid_density * G * self.submergence_m
+
+    @property
+    def fluid_load_n(self) -> float:
+        """Static fluid load on the plunger, F_o = (p_d − p_i)·A_p."""
+        return (self.discharge_pa - self.intake_pa) * self.plunger_area
+
+    @property
+    def rod_weight_n(self) -> float:
+        """Rod string weight in air."""
+        return sum(STEEL_DENSITY * G * math.pi * d**2 / 4.0 * length for length, d in self.rod_sections)
+
+    @property
+    def buoyant_rod_weight_n(self) -> float:
+        return self.rod_weight_n * (1.0 - self.fluid_density / STEEL_DENSITY)
+
+    @property
+    def rod_stretch_m(self) -> float:
+        """Static rod stretch under the fluid load, λ = F_o/E·Σ L_i/A_i."""
+        return self.fluid_load_n / STEEL_E * sum(length / (math.pi * d**2 / 4.0) for length, d in self.rod_sections)
+
+    @property
+    def inertia_ratio(self) -> float:
+        """Approximate inertia load W_r·S·N²/1790 relative to the fluid load (what rotates the card)."""
+        return self.rod_weight_n * self.stroke_m * self.spm**2 / 1790.0 / max(self.fluid_load_n, 1.0)
+
+    def replace(self, **changes) -> "WellParams":
+        """A copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _rod_string(depth: float, rng: np.random.Generator) -> tuple[tuple[float, float], ...]:
+    """A 1–3 section taper, thickest at the top; deeper wells get thicker and more sections."""
+    n = int(rng.choice([1, 2, 3], p=[0.2, 0.5, 0.3] if depth > 1000 else [0.5, 0.4, 0.1]))
+    top = int(rng.integers(1, 4)) if depth > 1200 else int(rng.integers(0, 3))
+    idx = [max(top - i, 0) for i in range(n)]
+    fracs = rng.dirichlet(np.full(n, 3.0))
+    return tuple((float(depth * f), ROD_DIAMETERS[i]) for f, i in zip(fracs, idx))
+
+
+def _base(rng: np.random.Generator) -> dict:
+    """Well parameters common to every condition, drawn over field ranges."""
+    stroke = float(np.clip(rng.lognormal(math.log(3.0), 0.3), 1.2, 6.0))
+    depth = float(np.clip(rng.lognormal(math.log(1150.0), 0.35), 500.0, 3000.0))
+    rods = _rod_string(depth, rng)
+    plunger = float(rng.choice(PLUNGER_DIAMETERS[:7] if depth > 1800 else PLUNGER_DIAMETERS))
+    return dict(
+        stroke_m=stroke,
+        spm=float(rng.uniform(2.5, 7.0)),
+        depth_m=depth,
+        rod_sections=rods,
+        plunger_d_m=plunger,
+        fluid_density=float(rng.uniform(850.0, 1050.0)),
+        submergence_m=float(rng.uniform(80.0, min(600.0, 0.4 * depth))),
+        wellhead_pa=float(rng.uniform(0.2e6, 1.5e6)),
+        casing_pa=float(rng.uniform(0.1e6, 0.8e6)),
+        damping=float(rng.uniform(0.06, 0.3)),
+        crank_ratio=float(rng.uniform(0.0, 0.3)),
+        time_asymmetry=float(rng.uniform(-0.08, 0.12)),
+        tubing_anchored=bool(rng.random() < 0.6),
+        dead_space_m=float(rng.uniform(0.05, 0.3)),
+        gas_fraction=float(rng.uniform(0.0, 0.03)),
+        polytropic_k=float(rng.uniform(1.05, 1.3)),
+        plunger_friction_n=float(rng.uniform(200.0, 1500.0)),
+        noise_kn=float(rng.uniform(0.03, 0.3)),
+        points=int(rng.integers(200, 251)),
+    )
+
+
+def _lerp(lo: float, hi: float, s: float) -> float:
+    return lo + (hi - lo) * s
+
+
+def _limit_inertia(p: dict, rng: np.random.Generator, max_ratio: float) -> None:
+    """Lower the speed until the inertia rotation stays small, so only A12 shows it."""
+    wp = WellParams(**p)
+    if wp.inertia_ratio > max_ratio:
+        n_max = math.sqrt(max_ratio * 1790.0 * wp.fluid_load_n / (wp.rod_weight_n * wp.stroke_m))
+        p["spm"] = float(max(2.0, n_max * rng.uniform(0.7, 1.0)))
+
+
+def _limit_stretch(p: dict, max_share: float) -> None:
+    """Pick a smaller plunger while rod stretch would eat more than ``max_share`` of the stroke."""
+    while True:
+        wp = WellParams(**p)
+        smaller = [d for d in PLUNGER_DIAMETERS if d < wp.plunger_d_m]
+        if wp.rod_stretch_m <= max_share * wp.stroke_m or not smaller:
+            return
+        p["plunger_d_m"] = smaller[-1]
+
+
+def sample_params(condition: str, rng: np.random.Generator, severity: float | None = None) -> tuple[WellParams, float]:
+    """Draw well parameters for one card of ``condition`` (``"A01"`` … ``"A12"``).
+
+    Args:
+        condition: the working-condition code.
+        rng: the card's random generator (the only source of randomness).
+        severity: fault severity in [0, 1] (0 borderline, 1 severe); drawn uniformly when None.
+
+    Returns:
+        ``(params, severity)``.
+
+    Raises:
+        KeyError: for an unknown condition code.
+    """
+    if condition not in CODES:
+        raise KeyError(f"unknown condition code {condition!r}; expected one of {', '.join(CODES)}")
+    s = float(rng.uniform(0.0, 1.0)) if severity is None else float(np.clip(severity, 0.0, 1.0))
+    p = _base(rng)
+    if condition != "A12":
+        _limit_inertia(p, rng, 0.25)
+
+    if condition in ("A02", "A11"):  # fluid pound: pump intake at the fluid level, liquid runs short
+        p["submergence_m"] = float(rng.uniform(0.0, 40.0))
+        p["casing_pa"] = float(rng.uniform(0.05e6, 0.4e6))
+        p["fillage"] = _lerp(0.85, 0.3, s)
+        if condition == "A11":
+            p["sand_friction"] = float(_lerp(0.03, 0.1, s) * rng.uniform(0.8, 1.2))
+            p["fillage"] = _lerp(0.9, 0.45, rng.uniform(0.0, 1.0))
+    elif condition == "A03":  # free gas enters with the liquid at a moderate intake pressure
+        p["submergence_m"] = float(rng.uniform(20.0, 250.0))
+        p["gas_fraction"] = _lerp(0.15, 0.65, s)
+    elif condition == "A04":  # barrel full of gas; compression ratio too small to open the valves
+        p["submergence_m"] = float(rng.uniform(10.0, 200.0))
+        p["gas_fraction"] = float(rng.uniform(0.9, 0.99))
+        p["dead_space_m"] = -1.0  # resolved below once the pressures are known
+    elif condition == "A05":
+        p["tag_top_m"] = _lerp(0.03, 0.35, s) * p["stroke_m"] / 3.0
+    elif condition == "A06":
+        p["tag_bottom_m"] = _lerp(0.03, 0.35, s) * p["stroke_m"] / 3.0
+    elif condition == "A07":
+        p["tv_close_delay_m"] = _lerp(0.08, 0.35, s) * p["stroke_m"]
+    elif condition == "A08":
+        p["plunger_out_m"] = _lerp(0.06, 0.3, s) * p["stroke_m"]
+    elif condition == "A09":
+        p["tv_leak"] = _lerp(0.15, 0.8, s)
+    elif condition == "A10":
+        p["sv_leak"] = _lerp(0.15, 0.8, s)
+    elif condition == "A12":  # heavy rods, fast pumping: inertia rotates the card
+        p["depth_m"] = float(rng.uniform(1200.0, 2600.0))
+        p["rod_sections"] = _rod_string(p["depth_m"], rng)
+        p["plunger_d_m"] = float(rng.choice(PLUNGER_DIAMETERS[:5]))
+        p["stroke_m"] = float(rng.uniform(2.5, 6.0))
+        wp = WellParams(**p)
+        target = _lerp(0.45, 1.0, s)
+        n = math.sqrt(target * 1790.0 * wp.fluid_load_n / (wp.rod_weight_n * wp.stroke_m))
+        p["spm"] = float(np.clip(n, 6.0, 12.0))
+
+    _limit_stretch(p, 0.35)
+    wp = WellParams(**p)
+    if condition == "A04":
+        # Dead space so that full compression of the gas barely (or never) reaches the discharge pressure.
+        s_pump = max(wp.stroke_m - wp.rod_stretch_m, 0.3 * wp.stroke_m)
+        ratio = (wp.intake_pa / wp.discharge_pa) ** (1.0 / wp.polytropic_k) * _lerp(1.0, 1.6, s)
+        ratio = min(ratio, 0.8)
+        wp = wp.replace(dead_space_m=float(s_pump * ratio / (1.0 - ratio)))
+    return wp, s

@@ -1,0 +1,194 @@
+"""Downhole pump model: barrel pressure from plunger motion, valve states, gas, leaks and stops.
+
+One ``PumpBatch`` holds the pump state of a batch of wells and, each time step, turns the plunger
+position and velocity into the force the pump puts on the bottom of the rod string. Volumes are in
+metres of plunger travel (volume / plunger area). The barrel holds liquid (``liq``, volume it
+would have at zero pressure; bulk modulus ``LIQUID_BULK``) and free gas (``gas_c`` = p·V_g^k,
+polytropic). With both valves closed the barrel pressure p solves
+
+    liq·(1 − p/K) − (p − p_i)·c_t + (gas_c/p)^(1/k) = barrel volume,
+
+where c_t is the extra volume from the unanchored tubing stretching as the fluid load moves onto
+it. If that p exceeds the discharge pressure p_d the traveling valve opens (p = p_d, the excess
+flows out through the plunger, gas and liquid mixed); if it falls below the intake pressure p_i
+the standing valve opens (p = p_i, liquid flows in as far as the supply allows, free gas with it,
+the rest of the space fills with low-pressure gas: partial fillage). The plunger load is
+(p_d − p)·A_p plus friction and stop contact forces. Conditions are parameters of this one model:
+
+- fluid pound (A02/A11): limited liquid per stroke at a low intake pressure; the void gas only
+  reaches p_d when the plunger meets the liquid late in the downstroke;
+- gas interference (A03) and gas lock (A04): free gas with the liquid; for gas lock a dead space
+  so large that compression barely reaches p_d;
+- leaks (A09/A10): slip flow ∝ √Δp through the traveling/standing valve;
+- late traveling-valve closing (A07): valve held open for the first part of the upstroke;
+- plunger leaving the barrel (A08): barrel open to the tubing above a height near the top;
+- tagging (A05/A06): a stiff contact spring at the top/bottom of the plunger travel;
+- sand (A11): random Coulomb-like friction at the plunger.
+
+Stops, fillage and plunger-out heights are relative to the plunger's free travel, measured during
+the second simulated stroke (``measure`` phase) and applied from the third stroke on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .params import WellParams
+
+LIQUID_BULK = 1.2e9  # Pa, gassy oil/water effective bulk modulus
+P_FLOOR = 2.0e4  # Pa, vapour pressure: the barrel pressure never goes below it
+V_FRICTION = 0.02  # m/s, velocity scale that smooths Coulomb friction
+NEWTON_ITERS = 4
+OUT_RAMP = 0.08  # m of travel over which a plunger leaving the barrel opens the bypass
+OUT_LEAK = 6.0  # bypass flow once fully out, relative to the peak plunger displacement rate
+
+
+class PumpBatch:
+    """Vectorised pump state for a batch of wells (one entry per card)."""
+
+    def __init__(self, params: list[WellParams], dt: np.ndarray, steps_per_stroke: np.ndarray,
+                 bottom_mass: np.ndarray, sand: np.ndarray | None, sand_per_stroke: int):
+        f = lambda name: np.array([getattr(p, name) for p in params], dtype=float)  # noqa: E731
+        self.n = len(params)
+        self.area = f("plunger_area")
+        self.p_d = f("discharge_pa")
+        self.p_i = f("intake_pa")
+        self.k = f("polytropic_k")
+        self.inv_k = 1.0 / self.k
+        self.dead = f("dead_space_m")
+        self.phi = f("gas_fraction")
+        self.fillage = f("fillage")
+        self.tv_close_delay = f("tv_close_delay_m")
+        self.tag_top = f("tag_top_m")
+        self.tag_bottom = f("tag_bottom_m")
+        self.out = f("plunger_out_m")
+        self.friction = f("plunger_friction_n")
+        self.fluid_load = self.p_d - self.p_i
+        anchored = np.array([p.tubing_anchored for p in params])
+        depth = f("depth_m")
+        from .params import STEEL_E, TUBING_AREA
+        self.c_t = np.where(anchored, 0.0, self.area * depth / (STEEL_E * TUBING_AREA))
+        # Minimum compliance (valve seat, cage, trapped gas): keeps the fluid spring on the plunger
+        # softer than the explicit time step can carry, so valve transitions do not chatter.
+        self.c_t = self.c_t + self.area * dt**2 / (0.8 * bottom_mass)
+        self.sand_amp = f("sand_friction") * self.fluid_load * self.area
+        self.sand = sand
+        self.sand_per_stroke = sand_per_stroke
+        # Leak coefficients in metres of plunger travel per second at the full pressure difference.
+        self.v_peak = v_peak = np.pi * f("stroke_m") * f("spm") / 60.0
+        self.tv_leak = f("tv_leak") * v_peak
+        self.sv_leak = f("sv_leak") * v_peak
+        self.dt = dt
+        self.m = steps_per_stroke
+        # Contact stiffness: as stiff as the explicit scheme allows at the bottom node.
+        self.k_contact = 1.5 * bottom_mass / dt**2
+
+        # State: start at the bottom of the stroke, traveling valve open, barrel at p_d.
+        self.p = self.p_d.copy()
+        self.y_lo = np.zeros(self.n)
+        gas_len = np.where(self.phi > 0.5, self.dead, self.phi * self.dead)
+        self.gas_c = np.maximum(self.p_d * gas_len**self.k, 1e-30)
+        self.liq = (self.dead - gas_len) / (1.0 - self.p_d / LIQUID_BULK)
+        self.y_hi_m = np.full(self.n, -np.inf)
+        self.y_lo_m = np.full(self.n, np.inf)
+        self.stroke_idx = np.zeros(self.n, dtype=np.int64)
+        self.y_lo_stroke = np.zeros(self.n)
+        self.budget = np.full(self.n, np.inf)
+
+    def _closed_pressure(self, barrel: np.ndarray) -> np.ndarray:
+        """Barrel pressure with both valves closed (Newton on log p, a few iterations)."""
+        s = np.log(np.maximum(self.p, P_FLOOR))
+        log_c = np.log(self.gas_c)
+        lo, hi = np.log(P_FLOOR), np.log(3.0 * self.p_d)
+        for _ in range(NEWTON_ITERS):
+            p = np.exp(s)
+            gas = np.exp((log_c - s) * self.inv_k)
+            res = self.liq * (1.0 - p / LIQUID_BULK) - (p - self.p_i) * self.c_t + gas - barrel
+            slope = -p * (self.liq / LIQUID_BULK + self.c_t) - gas * self.inv_k
+            s = np.clip(s - res / slope, lo, hi)
+        return np.exp(s)
+
+    def force(self, n: int, y: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the pump to step ``n`` with plunger position ``y`` and velocity ``v``.
+
+        Returns:
+            (force pulling the rod bottom down in N, barrel pressure in Pa).
+        """
+        stroke = n // self.m
+        new = stroke != self.stroke_idx
+        if new.any():
+            self.stroke_idx = stroke
+            self.y_lo_stroke = np.where(new, y, self.y_lo_stroke)
+            span = self.y_hi_m - self.y_lo_m
+            self.budget = np.where(new & (stroke >= 2) & (self.fillage < 1.0), self.fillage * span, self.budget)
+        measuring = stroke == 1
+        if measuring.any():
+            self.y_hi_m = np.where(measuring, np.maximum(self.y_hi_m, y), self.y_hi_m)
+            self.y_lo_m = np.where(measuring, np.minimum(self.y_lo_m, y), self.y_lo_m)
+        active = stroke >= 2
+        self.y_lo = np.minimum(self.y_lo, y)
+        self.y_lo_stroke = np.minimum(self.y_lo_stroke, y)
+        barrel = self.dead + y - self.y_lo
+
+        # Slip through leaking valves (explicit; the valve projection below keeps p in range).
+        dp_scale = self.fluid_load
+        tv_leak = self.tv_leak
+        out = active & (self.out >= 0)
+        fully_out = np.zeros(self.n, dtype=bool)
+        if out.any():
+            # Plunger leaving the barrel: a bypass to the tubing that opens over OUT_RAMP of travel,
+            # then the barrel is simply open to the tubing.
+            opening = (y - (self.y_hi_m - self.out)) / OUT_RAMP
+            tv_leak = tv_leak + np.where(out, np.clip(opening, 0.0, 1.0) * OUT_LEAK * self.v_peak, 0.0)
+            fully_out = out & (opening >= 1.0)
+        self.liq = self.liq + tv_leak * np.sqrt(np.maximum(self.p_d - self.p, 0.0) / dp_scale) * self.dt
+        self.liq = np.maximum(
+            self.liq - self.sv_leak * np.sqrt(np.maximum(self.p - self.p_i, 0.0) / dp_scale) * self.dt, 0.0)
+
+        p_c = self._closed_pressure(barrel)
+        forced = (self.tv_close_delay > 0) & (y - self.y_lo_stroke < self.tv_close_delay) & (v > 0)
+        forced |= fully_out
+        tv_open = forced | (p_c > self.p_d)
+        sv_open = ~tv_open & (p_c < self.p_i)
+        p = np.where(tv_open, self.p_d, np.where(sv_open, self.p_i, p_c))
+
+        if tv_open.any():
+            shrink_d = 1.0 - self.p_d / LIQUID_BULK
+            gas_d = np.exp((np.log(self.gas_c) - np.log(self.p_d)) * self.inv_k)
+            content = self.liq * shrink_d + gas_d
+            excess = content - (self.p_d - self.p_i) * self.c_t - barrel
+            frac = np.clip(excess / np.maximum(content, 1e-12), 0.0, 1.0)
+            out_liq = self.liq * (1.0 - frac)
+            out_gas = np.maximum(self.gas_c * (1.0 - frac) ** self.k, 1e-30)
+            # A forced-open valve also lets tubing liquid in when the barrel has room.
+            in_liq = self.liq + np.maximum(-excess, 0.0) / shrink_d
+            self.liq = np.where(tv_open, np.where(excess > 0, out_liq, np.where(forced, in_liq, self.liq)), self.liq)
+            self.gas_c = np.where(tv_open & (excess > 0), out_gas, self.gas_c)
+        if sv_open.any():
+            shrink_i = 1.0 - self.p_i / LIQUID_BULK
+            gas_i = np.exp((np.log(self.gas_c) - np.log(self.p_i)) * self.inv_k)
+            need = np.maximum(barrel - self.liq * shrink_i - gas_i, 0.0)
+            liquid = np.minimum(need * (1.0 - self.phi), np.maximum(self.budget, 0.0))
+            gas_new = gas_i + need - liquid
+            self.liq = np.where(sv_open, self.liq + liquid / shrink_i, self.liq)
+            self.gas_c = np.where(sv_open, np.maximum(self.p_i * gas_new**self.k, 1e-30), self.gas_c)
+            self.budget = np.where(sv_open, self.budget - liquid, self.budget)
+        self.p = p
+
+        load = (self.p_d - p) * self.area
+        smooth_sign = np.tanh(v / V_FRICTION)
+        load = load + self.friction * smooth_sign
+        if self.sand is not None:
+            pos = n / self.m * self.sand_per_stroke
+            i0 = np.minimum(pos.astype(np.int64), self.sand.shape[1] - 2)
+            w = pos - i0
+            rows = np.arange(self.n)
+            seq = self.sand[rows, i0] * (1.0 - w) + self.sand[rows, i0 + 1] * w
+            load = load + self.sand_amp * seq * smooth_sign
+        top = active & (self.tag_top >= 0)
+        if top.any():
+            load = load + np.where(top, self.k_contact * np.maximum(y - (self.y_hi_m - self.tag_top), 0.0), 0.0)
+        bottom = active & (self.tag_bottom >= 0)
+        if bottom.any():
+            load = load - np.where(bottom, self.k_contact * np.maximum(self.y_lo_m + self.tag_bottom - y, 0.0), 0.0)
+        return load, p
