@@ -109,7 +109,7 @@ class WellParams:
 def _rod_string(depth: float, rng: np.random.Generator) -> tuple[tuple[float, float], ...]:
     """A 1–3 section taper, thickest at the top; deeper wells get thicker and more sections."""
     n = int(rng.choice([1, 2, 3], p=[0.2, 0.5, 0.3] if depth > 1000 else [0.5, 0.4, 0.1]))
-    top = int(rng.integers(1, 4)) if depth > 1200 else int(rng.integers(0, 3))
+    top = int(rng.choice([1, 2, 3], p=[0.2, 0.5, 0.3] if depth > 1200 else [0.45, 0.45, 0.1]))
     idx = [max(top - i, 0) for i in range(n)]
     fracs = rng.dirichlet(np.full(n, 3.0))
     return tuple((float(depth * f), ROD_DIAMETERS[i]) for f, i in zip(fracs, idx))
@@ -120,7 +120,10 @@ def _base(rng: np.random.Generator) -> dict:
     stroke = float(np.clip(rng.lognormal(math.log(3.0), 0.3), 1.2, 6.0))
     depth = float(np.clip(rng.lognormal(math.log(1150.0), 0.35), 500.0, 3000.0))
     rods = _rod_string(depth, rng)
-    plunger = float(rng.choice(PLUNGER_DIAMETERS[:7] if depth > 1800 else PLUNGER_DIAMETERS))
+    weights = np.array([0.5, 1.0, 1.5, 2.0, 1.5, 0.5, 0.6, 0.4, 0.2])
+    if depth > 1800:
+        weights[6:] = 0.0
+    plunger = float(rng.choice(PLUNGER_DIAMETERS, p=weights / weights.sum()))
     return dict(
         stroke_m=stroke,
         spm=float(rng.uniform(2.5, 7.0)),
@@ -131,7 +134,7 @@ def _base(rng: np.random.Generator) -> dict:
         submergence_m=float(rng.uniform(80.0, min(600.0, 0.4 * depth))),
         wellhead_pa=float(rng.uniform(0.2e6, 1.5e6)),
         casing_pa=float(rng.uniform(0.1e6, 0.8e6)),
-        damping=float(rng.uniform(0.06, 0.3)),
+        damping=float(rng.uniform(0.05, 0.2)),
         crank_ratio=float(rng.uniform(0.0, 0.3)),
         time_asymmetry=float(rng.uniform(-0.08, 0.12)),
         tubing_anchored=bool(rng.random() < 0.6),
@@ -210,9 +213,9 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     elif condition == "A08":
         p["plunger_out_m"] = _lerp(0.06, 0.3, s) * p["stroke_m"]
     elif condition == "A09":
-        p["tv_leak"] = _lerp(0.15, 0.8, s)
+        p["tv_leak"] = _lerp(0.2, 1.0, s)
     elif condition == "A10":
-        p["sv_leak"] = _lerp(0.15, 0.8, s)
+        p["sv_leak"] = _lerp(0.2, 1.0, s)
     elif condition == "A12":  # heavy rods, fast pumping: inertia rotates the card
         p["depth_m"] = float(rng.uniform(1200.0, 2600.0))
         p["rod_sections"] = _rod_string(p["depth_m"], rng)

@@ -39,7 +39,7 @@ LIQUID_BULK = 1.2e9  # Pa, gassy oil/water effective bulk modulus
 P_FLOOR = 2.0e4  # Pa, vapour pressure: the barrel pressure never goes below it
 V_FRICTION = 0.02  # m/s, velocity scale that smooths Coulomb friction
 NEWTON_ITERS = 4
-OUT_RAMP = 0.08  # m of travel over which a plunger leaving the barrel opens the bypass
+OUT_RAMP = 0.2  # m of travel over which a plunger leaving the barrel opens the bypass
 OUT_LEAK = 6.0  # bypass flow once fully out, relative to the peak plunger displacement rate
 
 
