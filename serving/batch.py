@@ -1,6 +1,6 @@
 """Score every card of a ``test.zip`` or a folder with an exported model; write a predictions CSV.
 
-    python -m serving.batch INPUT --out predictions.csv [--model DIR] [--batch-size N]
+    python -m serving.batch INPUT --out predictions.csv [--model DIR] [--batch-size N] [--shard K/N]
 
 INPUT is a zip or a folder, flat or with class sub-folders (``A01`` ... ``A12``); cards are read
 with the shared safe reader (``shared.dataset_io``). One row per card::
@@ -79,7 +79,9 @@ class Row:
     error: str = ""
 
 
-def score_source(predictor, source: CardSource, batch_size: int, progress=None) -> Iterator[Row]:
+def score_source(
+    predictor, source: CardSource, batch_size: int, progress=None, report_skipped: bool = True
+) -> Iterator[Row]:
     """Yield one :class:`Row` per card of ``source``, in the source's order, predicting in batches.
 
     Args:
@@ -87,6 +89,8 @@ def score_source(predictor, source: CardSource, batch_size: int, progress=None) 
         source: an opened :class:`shared.dataset_io.CardSource`.
         batch_size: cards per predictor call.
         progress: optional tqdm bar, advanced once per card.
+        report_skipped: end with error rows for card files the safe reader refused (the reader
+            lists them for the whole archive, so of several shards only the last reports them).
     """
     pending: list[tuple[Row, np.ndarray]] = []
     ready: list[Row] = []
@@ -116,6 +120,8 @@ def score_source(predictor, source: CardSource, batch_size: int, progress=None) 
         if len(pending) >= batch_size:
             yield from flush()
     yield from flush()
+    if not report_skipped:
+        return
     for card_id, name, reason in skipped_card_members(source, seen):
         yield Row(card_id, name, None, error=f"{name}: skipped: {reason}")
 
@@ -157,8 +163,23 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu-threads", type=int, default=os.cpu_count() or 1, help="math-library threads on CPU (default: all cores)"
     )
+    parser.add_argument(
+        "--shard", type=_shard, default=None, metavar="K/N",
+        help="score only the K-th of N equal slices of the sorted cards (0 <= K < N), e.g. one per pod of an "
+             "indexed Job; the shard outputs concatenated in K order equal the unsharded file",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _shard(value: str) -> tuple[int, int]:
+    try:
+        k, n = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard {value!r}: expected K/N, e.g. 0/8") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise argparse.ArgumentTypeError(f"--shard {value!r}: need 0 <= K < N")
+    return k, n
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     from serving.predictor import Predictor, StartupError  # noqa: PLC0415 - heavy (Paddle)
 
     try:
-        source = iter_cards(args.input)
+        source = iter_cards(args.input, shard=args.shard)
     except ArchiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -191,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from tqdm import tqdm  # noqa: PLC0415
 
+    last_shard = args.shard is None or args.shard[0] == args.shard[1] - 1
     summary: Counter[str] = Counter()
     truth: Counter[str] = Counter()
     started = time.perf_counter()
@@ -198,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_output_file(args.out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["id", "label", "name", "confidence", *predictor.codes, "error"])
-            _write_rows(writer, predictor, score_source(predictor, source, args.batch_size, bar), summary, truth)
+            _write_rows(writer, predictor, score_source(predictor, source, args.batch_size, bar, report_skipped=last_shard), summary, truth)
     elapsed = time.perf_counter() - started
 
     total = sum(summary.values())

@@ -76,7 +76,7 @@ class ServingConfig:
     cpu_threads: int = 1
     threads: int = 2
     batch_sizes: tuple[int, ...] = (1, 8, 32)
-    max_upload_mb: float = 2.0
+    max_upload_mb: float = 8.0
     max_batch_upload_mb: float = 64.0
     max_batch_cards: int = 1000
     api_token: str | None = None
@@ -121,7 +121,7 @@ class ServingConfig:
             cpu_threads=_int(env, "CARDSENSE_CPU_THREADS", 1),
             threads=_int(env, "CARDSENSE_THREADS", 2),
             batch_sizes=sizes,
-            max_upload_mb=_float(env, "CARDSENSE_MAX_UPLOAD_MB", 2.0),
+            max_upload_mb=_float(env, "CARDSENSE_MAX_UPLOAD_MB", 8.0),
             max_batch_upload_mb=_float(env, "CARDSENSE_MAX_BATCH_UPLOAD_MB", 64.0),
             max_batch_cards=_int(env, "CARDSENSE_MAX_BATCH_CARDS", 1000),
             api_token=env.get("CARDSENSE_API_TOKEN", "").strip() or None,

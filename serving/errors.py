@@ -31,6 +31,29 @@ _HTTP_CODES = {
 }
 
 
+# A request refused as too large is read and discarded up to this many bytes before the answer,
+# so that an ordinary client (which sends the whole body before reading) gets the 413 instead of a
+# broken pipe. Beyond it the connection is closed with the 413 and the client may see a reset.
+DRAIN_LIMIT = 32 * 1024 * 1024
+
+
+def drain_request_body(limit: int = DRAIN_LIMIT) -> None:
+    """Read and discard what is left of the request body, up to ``limit`` bytes."""
+    stream = request.environ.get("wsgi.input")
+    if stream is None:
+        return
+    length = request.content_length
+    remaining = min(length, limit) if length is not None else limit
+    try:
+        while remaining > 0:
+            chunk = stream.read(min(1 << 16, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+    except (OSError, ValueError):  # client went away, or the server closed the stream
+        pass
+
+
 class ApiError(Exception):
     """An error to return to the client.
 
@@ -89,6 +112,9 @@ def register_error_handlers(app: Flask, on_error=None) -> None:
             message = exc.description or exc.name
         report(code)
         response = error_response(status, code, message)
+        if status == 413 and has_request_context():
+            drain_request_body()
+            response.headers["Connection"] = "close"
         if status == 405 and hasattr(exc, "valid_methods") and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response

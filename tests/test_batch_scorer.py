@@ -147,3 +147,23 @@ def test_command_line_entry_point(test_zip, tiny_model, tmp_path):
     assert "card/s" in proc.stderr  # tqdm progress
     assert "scored" in proc.stdout
     assert len(read_rows(out)[1]) == 6
+
+
+def test_shards_concatenate_to_the_unsharded_file(test_zip, tiny_model, tmp_path):
+    """As the indexed Job in deploy/k8s/batch-job.yaml runs it: shard outputs in K order == one run."""
+    whole = tmp_path / "whole.csv"
+    assert run([test_zip, "--out", whole, "--model", tiny_model]) == 0
+    parts = []
+    for k in range(3):
+        out = tmp_path / f"part-{k}.csv"
+        assert run([test_zip, "--out", out, "--model", tiny_model, "--shard", f"{k}/3"]) == 0
+        parts.append(out.read_text(encoding="utf-8").splitlines())
+    header = parts[0][0]
+    assert all(p[0] == header for p in parts)
+    assert [header] + [line for p in parts for line in p[1:]] == whole.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.mark.parametrize("bad", ["3/3", "x", "1/0", "-1/2"])
+def test_bad_shard_argument(test_zip, tiny_model, tmp_path, bad):
+    with pytest.raises(SystemExit):
+        batch.main([str(test_zip), "--out", str(tmp_path / "p.csv"), "--model", str(tiny_model), "--shard", bad])

@@ -50,7 +50,7 @@ def test_classify_png_and_csv(gunicorn_server):
         (b"\xff\xd8\xff\xe0JFIF", "image/jpeg", 415),
         (b"\x89PNG\r\n\x1a\n" + b"x" * 100, "image/png", 422),
         (b"not,a\ncard,at all\n", "text/csv", 422),
-        (b"1,2\n" * 800_000, "text/csv", 413),
+        (b"1,2\n" * 3_000_000, "text/csv", 413),
     ],
 )
 def test_errors_are_json_from_the_real_server(gunicorn_server, data, ctype, status):
