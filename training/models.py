@@ -1,0 +1,148 @@
+"""Networks: the notebook's three CNNs (faithful layer shapes) and CardSense's default ``cardnet``.
+
+Every network takes ``float32 [N, 1, 190, 400]`` and returns **logits** ``[N, 12]``; training uses
+``cross_entropy`` on logits (numerically the same as the notebook's softmax + cross-entropy) and the
+export wraps the network in :class:`WithSoftmax` so the served model returns probabilities.
+
+The notebook (Paddle 1.8 fluid) used ``Conv2D(cin, cout, 3, stride=2, padding=1, act=...)`` and
+``Pool2D(pool_size=2, pool_stride=2, pool_padding=1)``; with a 190 x 400 input that gives
+95x200 -> 48x101 -> 24x51 -> 13x26 -> 7x13, hence the ``Linear(64*7*13, 12)`` head.
+Fluid's mean pooling excluded the padding from the average, which is ``exclusive=True`` here.
+"""
+
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+from shared.labels import CODES
+
+NUM_CLASSES = len(CODES)
+INPUT_SHAPE = (1, 190, 400)
+
+
+class NotebookCNN(nn.Layer):
+    """The notebook's 3-conv network; ``CNN01``/``CNN02``/``CNN03`` differ in widths, activations, pooling."""
+
+    def __init__(self, widths=(32, 32, 64), acts=("relu", "relu", "relu"), pool="max", num_classes=NUM_CLASSES):
+        super().__init__()
+        act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
+
+        def pool_layer():
+            if pool == "max":
+                return nn.MaxPool2D(kernel_size=2, stride=2, padding=1)
+            return nn.AvgPool2D(kernel_size=2, stride=2, padding=1, exclusive=True)
+
+        c1, c2, c3 = widths
+        self.features = nn.Sequential(
+            nn.Conv2D(1, c1, 3, stride=2, padding=1), act[acts[0]](), pool_layer(),
+            nn.Conv2D(c1, c2, 3, stride=2, padding=1), act[acts[1]](), pool_layer(),
+            nn.Conv2D(c2, c3, 3, stride=2, padding=1), act[acts[2]](),
+        )
+        self.fc = nn.Linear(c3 * 7 * 13, num_classes)
+
+    def forward(self, x):
+        x = self.features(x)
+        x = paddle.flatten(x, start_axis=1)
+        return self.fc(x)
+
+
+def cnn01() -> nn.Layer:
+    """Notebook CNN01: conv 1->32->32->64 (stride 2, ReLU), max pooling, FC 64*7*13 -> 12."""
+    return NotebookCNN((32, 32, 64), ("relu", "relu", "relu"), "max")
+
+
+def cnn02() -> nn.Layer:
+    """Notebook CNN02: conv 1->128->64->64, sigmoid in the first two, max pooling."""
+    return NotebookCNN((128, 64, 64), ("sigmoid", "sigmoid", "relu"), "max")
+
+
+def cnn03() -> nn.Layer:
+    """Notebook CNN03: conv 1->64->64->64 (ReLU), average pooling."""
+    return NotebookCNN((64, 64, 64), ("relu", "relu", "relu"), "avg")
+
+
+def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2D(cin, cout, 3, stride=stride, padding=1, bias_attr=False),
+        nn.BatchNorm2D(cout),
+        nn.ReLU(),
+    )
+
+
+class CardNet(nn.Layer):
+    """CardSense default network: fixed 4x4 average-pool stem, conv-BN-ReLU stages, position-aware head.
+
+    Why this shape: a filled card is a large smooth blob, so a 4x4 average pool (190x400 -> 47x100)
+    keeps its outline to sub-pixel precision in the grey levels while cutting every later layer's cost
+    sixteenfold. The stem has no parameters, so training can run the ``body`` on pooled inputs computed
+    once (see ``training.train``), and the exported network still takes the full ``[N, 1, 190, 400]``.
+    Which corner of the card is missing is the whole diagnosis (A02 vs A08, A05 vs A06), so the head keeps
+    a coarse 3 x 6 grid instead of a translation-blind global average.
+    """
+
+    def __init__(self, widths=(16, 32, 48, 64), strides=(1, 2, 2, 2), grid=(3, 6), pool=4,
+                 num_classes=NUM_CLASSES, dropout=0.2):
+        super().__init__()
+        self.stem = nn.AvgPool2D(kernel_size=pool, stride=pool)
+        layers, cin = [], 1
+        for w, s in zip(widths, strides):
+            layers.append(_conv_bn(cin, w, s))
+            cin = w
+        self.body = nn.Sequential(
+            *layers,
+            nn.AdaptiveAvgPool2D(grid),
+            nn.Flatten(),
+            nn.Dropout(dropout),
+            nn.Linear(cin * grid[0] * grid[1], 128),
+            nn.ReLU(),
+            nn.Linear(128, num_classes),
+        )
+
+    def forward(self, x):
+        return self.body(self.stem(x))
+
+
+def split_stem(net: nn.Layer):
+    """(stem, body) of a network: ``net(x) == body(stem(x))``; the stem has no parameters (or is None).
+
+    Training computes ``stem(x)`` once per card and trains ``body`` on it.
+    """
+    stem = getattr(net, "stem", None)
+    if stem is None:
+        return None, net
+    return stem, net.body
+
+
+class WithSoftmax(nn.Layer):
+    """Wrap a logits network so that its output is probabilities (what the exported model returns)."""
+
+    def __init__(self, net: nn.Layer):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return nn.functional.softmax(self.net(x), axis=-1)
+
+
+MODELS = {"cnn01": cnn01, "cnn02": cnn02, "cnn03": cnn03, "cardnet": CardNet}
+DEFAULT_MODEL = "cardnet"
+
+
+def build_model(name: str) -> nn.Layer:
+    """Return a fresh network by name.
+
+    Raises:
+        ValueError: for an unknown name, listing the valid ones.
+    """
+    key = name.lower()
+    if key == "default":
+        key = DEFAULT_MODEL
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} (or 'default')")
+    return MODELS[key]()
+
+
+def count_parameters(layer: nn.Layer) -> int:
+    """Number of trainable scalars in ``layer``."""
+    return int(sum(p.size for p in layer.parameters() if not p.stop_gradient))

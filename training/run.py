@@ -1,0 +1,361 @@
+"""CardSense training toolkit: ``python training/run.py [train|eval|compare-models|compare-lr] …``.
+
+With no arguments it trains the default network on the simulated dataset (generated into the cache the
+first time), logs to ``log/<run>``, keeps the run folder in ``runs/<run>`` (config, split lists,
+checkpoints, history) and exports ``models/<run>/``. ``--help`` on each subcommand lists the options.
+
+Also runs data-parallel under ``python -m paddle.distributed.launch --nproc_per_node N training/run.py …``
+(only rank 0 logs, checkpoints and exports).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import copy
+import json
+import logging
+import os
+import time
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+COMMANDS = ("train", "eval", "compare-models", "compare-lr")
+
+log = logging.getLogger("training.run")
+
+
+# ------------------------------------------------------------------------------------------
+# Arguments
+# ------------------------------------------------------------------------------------------
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from training.models import MODELS
+    from training.train import OPTIMIZERS, PRESETS, SCHEDULES
+
+    d = p.add_argument_group("data")
+    d.add_argument("--data", default="sim", help="train.zip, an extracted folder (A01 … A12/), or 'sim' (default)")
+    d.add_argument("--sim-per-class", type=int, default=None, help="simulated cards per class for --data sim")
+    d.add_argument("--holdout", type=float, default=None, help="holdout fraction per class (default 0.1)")
+    d.add_argument("--split", choices=("card", "well"), default=None,
+                   help="'card': sorted per class (default); 'well': no well on both sides")
+    d.add_argument("--well-pattern", default=None, help="regex whose first group is the well id in a file name")
+    d.add_argument("--per-class-target", type=int, default=None,
+                   help="oversample each training class to this many cards (0 = no balancing)")
+    d.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="training-only outline jitter before the shared preprocessing")
+    d.add_argument("--cache-dir", default=None, help="cache for simulated data and preprocessed arrays")
+    r = p.add_argument_group("recipe")
+    r.add_argument("--preset", choices=sorted(PRESETS), default="default",
+                   help="'seed' = the original notebook's recipe exactly; flags below override")
+    r.add_argument("--model", default=None, help=f"network: {', '.join(MODELS)} or default")
+    r.add_argument("--epochs", type=int, default=None)
+    r.add_argument("--batch-size", type=int, default=None, help="per process")
+    r.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
+    r.add_argument("--optimizer", choices=OPTIMIZERS, default=None)
+    r.add_argument("--schedule", choices=SCHEDULES, default=None)
+    r.add_argument("--weight-decay", type=float, default=None)
+    r.add_argument("--label-smoothing", type=float, default=None)
+    r.add_argument("--patience", type=int, default=None, help="early stop after N epochs without holdout gain (0 = off)")
+    r.add_argument("--seed", type=int, default=None)
+    o = p.add_argument_group("run")
+    o.add_argument("--name", default=None, help="run name (default <model>-<time>)")
+    o.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    o.add_argument("--out", default=None, help="export folder (default models/<run>)")
+    o.add_argument("--logdir", default=str(REPO / "log"), help="VisualDL log folder (default log/)")
+    o.add_argument("--runs-dir", default=str(REPO / "runs"), help="run folders (default runs/)")
+    o.add_argument("--resume", nargs="?", const="", default=None, metavar="RUN",
+                   help="continue a stopped run from its last checkpoint (RUN = name or folder; default --name "
+                        "or the latest run)")
+    o.add_argument("--no-export", action="store_true", help="do not export the model")
+    o.add_argument("--no-vdl", action="store_true", help="no VisualDL logging")
+    o.add_argument("--no-graph", action="store_true", help="skip the VisualDL model graph (a child process)")
+    o.add_argument("--no-progress", action="store_true", help="no progress bars")
+    o.add_argument("--stop-after", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulate a kill
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python training/run.py", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command")
+    t = sub.add_parser("train", help="train a model (the default command)")
+    _add_train_args(t)
+    e = sub.add_parser("eval", help="evaluate an exported model folder on labelled cards")
+    e.add_argument("--model", default=str(REPO / "models" / "default"), help="exported model folder")
+    e.add_argument("--data", required=True, help="train.zip, a folder of A01 … A12/, or field-cards.csv")
+    e.add_argument("--out", default=None, help="report folder (default runs/eval/<model>-<data>)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--cache-dir", default=None)
+    e.add_argument("--no-progress", action="store_true")
+    cm = sub.add_parser("compare-models", help="train several networks with one recipe, overlaid in VisualDL")
+    cm.add_argument("models", nargs="+", help="network names (cnn01 cnn02 cnn03 cardnet/default)")
+    _add_train_args(cm)
+    cl = sub.add_parser("compare-lr", help="train one network at several learning rates, overlaid in VisualDL")
+    cl.add_argument("lrs", nargs="+", type=float, help="learning rates")
+    _add_train_args(cl)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help")):
+        argv = ["train", *argv]
+    return build_parser().parse_args(argv)
+
+
+def resolve_recipe(args: argparse.Namespace):
+    """Preset values, then any flag given explicitly."""
+    from training.models import DEFAULT_MODEL
+    from training.train import PRESETS, Recipe
+
+    values = Recipe().to_dict()
+    values.update(PRESETS[args.preset])
+    for key in values:
+        v = getattr(args, key, None)
+        if v is not None:
+            values[key] = v
+    if values["model"] == "default":
+        values["model"] = DEFAULT_MODEL
+    return Recipe.from_dict(values)
+
+
+def _set_device(choice: str) -> str:
+    import paddle
+
+    if choice == "auto":
+        choice = "gpu" if paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0 else "cpu"
+    if choice == "gpu" and not paddle.is_compiled_with_cuda():
+        raise SystemExit("--device gpu: this Paddle build has no CUDA support (use --device cpu or auto)")
+    if choice == "gpu":
+        # Under paddle.distributed.launch each process owns the GPU the launcher gave it.
+        gpu = os.environ.get("FLAGS_selected_gpus", "0").split(",")[0]
+        paddle.set_device(f"gpu:{gpu}")
+    else:
+        paddle.set_device("cpu")
+    return choice
+
+
+def _shared_value(value: int, size: int) -> int:
+    """Rank 0's value of an integer, on every rank."""
+    if size <= 1:
+        return value
+    import paddle
+
+    t = paddle.to_tensor([value], dtype="int64")
+    paddle.distributed.broadcast(t, src=0)
+    return int(t.numpy()[0])
+
+
+def _barrier(size: int) -> None:
+    if size > 1:
+        import paddle
+
+        paddle.distributed.barrier()
+
+
+# ------------------------------------------------------------------------------------------
+# Commands
+# ------------------------------------------------------------------------------------------
+
+
+def prepare_data(args, recipe, rank: int = 0, size: int = 1, progress: bool = True):
+    """Resolve the source, ingest it (rank 0 first, so the others read the cache), split and balance."""
+    from shared.preprocess import PreprocessConfig
+    from training.data import load_data, oversample, resolve_source, split_indices
+
+    config = PreprocessConfig(method=recipe.preprocess)
+    source = None
+    if rank == 0:
+        source = resolve_source(args.data, args.cache_dir, sim_per_class=recipe.sim_per_class, progress=progress)
+        cs = load_data(source, config, cache_dir=args.cache_dir, keep_ink=recipe.augment, progress=progress)
+    _barrier(size)
+    if rank != 0:
+        source = resolve_source(args.data, args.cache_dir, sim_per_class=recipe.sim_per_class, progress=False)
+        cs = load_data(source, config, cache_dir=args.cache_dir, keep_ink=recipe.augment, progress=False)
+    train_idx, test_idx = split_indices(cs.names, cs.labels, recipe.holdout, recipe.split, recipe.well_pattern,
+                                        recipe.seed)
+    balanced = oversample(train_idx, cs.labels, recipe.per_class_target, recipe.seed)
+    return cs, config, train_idx, balanced, test_idx
+
+
+def _run_name(args, recipe, size: int) -> str:
+    if args.resume:
+        return Path(args.resume).name
+    if args.name:
+        return args.name
+    if args.resume == "":
+        runs = sorted((p for p in Path(args.runs_dir).glob("*/checkpoint/state.json")), key=lambda p: p.stat().st_mtime)
+        if runs:
+            return runs[-1].parent.parent.name
+    stamp = _shared_value(int(time.time()), size)
+    return f"{recipe.model}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
+
+
+def train_command(args, cs_bundle=None) -> dict[str, Any]:
+    """Train, export and summarise one run. Returns the summary (metrics, paths)."""
+    import numpy as np
+
+    from shared.atomic import atomic_write_text
+    from training import vdl
+    from training.data import class_counts, format_report, write_lists
+    from training.export import export_model
+    from training.models import count_parameters
+    from training.train import fit, init_distributed
+
+    device = _set_device(args.device)
+    rank, size = init_distributed()
+    recipe = resolve_recipe(args)
+    progress = not args.no_progress and rank == 0
+    name = _run_name(args, recipe, size)
+    run_dir = Path(args.resume) if args.resume and Path(args.resume).is_dir() else Path(args.runs_dir) / name
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    wall = time.perf_counter()
+    cs, config, train_idx, balanced, test_idx = cs_bundle or prepare_data(args, recipe, rank, size, progress)
+    if rank == 0:
+        print(format_report(cs.report), flush=True)
+        print(f"split ({recipe.split}): {len(train_idx)} train -> {len(balanced)} after balancing, "
+              f"{len(test_idx)} holdout", flush=True)
+        write_lists(run_dir, cs, balanced, test_idx)
+        atomic_write_text(run_dir / "data_report.json", json.dumps(cs.report, ensure_ascii=False, indent=1))
+        config_doc = {"name": name, "recipe": recipe.to_dict(), "data": args.data, "source": cs.source,
+                      "data_fingerprint": cs.fingerprint, "preprocess": config.to_dict(), "device": device,
+                      "world_size": size, "logdir": str(Path(args.logdir) / name), "argv": sys.argv[1:],
+                      "train_per_class": class_counts(cs.labels[balanced]),
+                      "holdout_per_class": class_counts(cs.labels[test_idx])}
+        atomic_write_text(run_dir / "config.json", json.dumps(config_doc, ensure_ascii=False, indent=1))
+    writer = vdl.open_writer(args.logdir, name) if rank == 0 and not args.no_vdl else None
+    try:
+        net, summary = fit(recipe, cs, balanced, test_idx, run_dir, writer=writer, resume=args.resume is not None,
+                           progress=progress, rank=rank, size=size, stop_after=args.stop_after,
+                           preprocess_config=config)
+        if summary.get("interrupted"):
+            if rank == 0:
+                print(f"stopped after epoch {summary['epoch']} (resume with --resume {run_dir})", flush=True)
+            return {"name": name, "run_dir": str(run_dir), "interrupted": True}
+        metrics = {
+            "holdout_acc": round(summary["final"]["holdout_acc"], 4),
+            "holdout_loss": round(summary["final"]["holdout_loss"], 4),
+            "best_epoch": summary["best_epoch"], "epochs_run": summary["epoch"],
+            "stopped_early": summary["stopped_early"],
+            "holdout_cards": int(len(test_idx)), "train_cards": int(len(balanced)),
+            "train_samples_per_s": summary["samples_per_s"], "train_seconds": round(summary["train_seconds"], 1),
+            "per_class": summary["per_class"], "confusion": summary["confusion"],
+        }
+        result = {"name": name, "run_dir": str(run_dir), "model": recipe.model, "metrics": metrics,
+                  "parameters": count_parameters(net), "interrupted": False}
+        if rank == 0:
+            vdl.log_scalars(writer, summary["epoch"], {"final/holdout_acc": metrics["holdout_acc"],
+                                                       "final/holdout_loss": metrics["holdout_loss"]})
+            vdl.log_hparams(writer, {**recipe.to_dict(), "data": args.data},
+                            ["final/holdout_acc", "final/holdout_loss"])
+            if writer is not None:
+                writer.flush()
+            if not args.no_export:
+                out = Path(args.out) if args.out else REPO / "models" / name
+                export_model(net, out, {
+                    "name": out.name, "architecture": recipe.model, "preprocess": config.to_dict(),
+                    "metrics": {k: v for k, v in metrics.items() if k != "confusion"},
+                    "recipe": recipe.to_dict(),
+                    "data": {"source": args.data if args.data == "sim" else Path(cs.source).name,
+                             "fingerprint": cs.fingerprint, "cards": len(cs), "split": recipe.split,
+                             "holdout": recipe.holdout, "train_per_class": class_counts(cs.labels[balanced])},
+                    "parameters": result["parameters"], "run": name,
+                })
+                result["export"] = str(out)
+            if writer is not None and not args.no_graph:
+                vdl.log_graph(args.logdir, name, recipe.model)
+            result["wall_seconds"] = round(time.perf_counter() - wall, 1)
+            atomic_write_text(run_dir / "summary.json", json.dumps(result, ensure_ascii=False, indent=1))
+            _print_summary(result)
+        return result
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    m = r["metrics"]
+    print(f"\nrun {r['name']}: {r['model']} ({r['parameters']:,} parameters)")
+    print(f"  holdout accuracy {m['holdout_acc']:.4f}  loss {m['holdout_loss']:.4f}  "
+          f"(best epoch {m['best_epoch']} of {m['epochs_run']}{', early stop' if m['stopped_early'] else ''})")
+    print(f"  training {m['train_samples_per_s']:.0f} cards/s, {m['train_seconds']:.0f} s; wall {r.get('wall_seconds', 0):.0f} s")
+    print(f"  run folder {r['run_dir']}" + (f"\n  exported   {r['export']}" if r.get("export") else ""), flush=True)
+
+
+def eval_command(args) -> dict[str, Any]:
+    from training.evaluate import evaluate_folder, format_report
+
+    model = Path(args.model)
+    out = Path(args.out) if args.out else REPO / "runs" / "eval" / f"{model.name}-{Path(args.data).stem}"
+    report = evaluate_folder(model, args.data, out, batch_size=args.batch_size, progress=not args.no_progress,
+                             cache_dir=args.cache_dir)
+    print(format_report(report))
+    print(f"\nreport: {out / 'report.json'}")
+    return report
+
+
+def _compare(args, variants: list[tuple[str, dict[str, Any]]], group: str) -> list[dict[str, Any]]:
+    """Train each variant into ``<logdir>/<group>/<variant>`` with identical tags; print a table."""
+    from training.train import init_distributed
+
+    _set_device(args.device)
+    rank, size = init_distributed()
+    stamp = _shared_value(int(time.time()), size)
+    group = f"{group}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}" if not args.name else args.name
+    results = []
+    bundle = None
+    for label, overrides in variants:
+        a = copy.copy(args)
+        for k, v in overrides.items():
+            setattr(a, k, v)
+        a.name = label
+        a.logdir = str(Path(args.logdir) / group)
+        a.runs_dir = str(Path(args.runs_dir) / group)
+        a.no_export = True if not args.out else args.no_export
+        a.resume = None
+        recipe = resolve_recipe(a)
+        if bundle is None or bundle[0] != recipe.preprocess:
+            bundle = (recipe.preprocess, prepare_data(a, recipe, rank, size, not args.no_progress and rank == 0))
+        if rank == 0:
+            print(f"\n=== {group}: {label} ===", flush=True)
+        results.append(train_command(a, cs_bundle=bundle[1]))
+    if rank == 0:
+        print(f"\n{group} (VisualDL: visualdl --logdir {Path(args.logdir) / group} --host 127.0.0.1 --disable-telemetry)")
+        print(f"{'run':<12} {'holdout acc':>11} {'holdout loss':>12} {'best ep':>7} {'cards/s':>8} {'train s':>8}")
+        for r in results:
+            m = r["metrics"]
+            print(f"{r['name']:<12} {m['holdout_acc']:>11.4f} {m['holdout_loss']:>12.4f} {m['best_epoch']:>7} "
+                  f"{m['train_samples_per_s']:>8.0f} {m['train_seconds']:>8.0f}")
+        from shared.atomic import atomic_write_text
+
+        atomic_write_text(Path(args.runs_dir) / group / "comparison.json",
+                          json.dumps([{"name": r["name"], **{k: v for k, v in r["metrics"].items()
+                                                              if k not in ("per_class", "confusion")}}
+                                      for r in results], indent=1))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    if args.command == "eval":
+        eval_command(args)
+    elif args.command == "compare-models":
+        _compare(args, [(m, {"model": m}) for m in args.models], "compare-models")
+    elif args.command == "compare-lr":
+        _compare(args, [(f"lr{lr:g}", {"lr": lr}) for lr in args.lrs], "compare-lr")
+    else:
+        result = train_command(args)
+        if result.get("interrupted"):
+            return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
