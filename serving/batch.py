@@ -23,6 +23,7 @@ import os
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterator
@@ -80,7 +81,7 @@ class Row:
 
 
 def score_source(
-    predictor, source: CardSource, batch_size: int, progress=None, report_skipped: bool = True
+    predictor, source: CardSource, batch_size: int, progress=None, report_skipped: bool = True, workers: int = 1
 ) -> Iterator[Row]:
     """Yield one :class:`Row` per card of ``source``, in the source's order, predicting in batches.
 
@@ -91,35 +92,45 @@ def score_source(
         progress: optional tqdm bar, advanced once per card.
         report_skipped: end with error rows for card files the safe reader refused (the reader
             lists them for the whole archive, so of several shards only the last reports them).
+        workers: threads that decode and preprocess cards (OpenCV releases the GIL); decoding,
+            not the network, is the slow part of batch scoring.
     """
-    pending: list[tuple[Row, np.ndarray]] = []
-    ready: list[Row] = []
     seen: set[tuple[str, str]] = set()
 
-    def flush() -> list[Row]:
-        if pending:
-            probs = predictor.predict(np.stack([x for _, x in pending]))
-            for (row, _), p in zip(pending, probs):
-                row.probs = p
-            pending.clear()
-        out = list(ready)
-        ready.clear()
-        return out
-
-    for card in source:
-        seen.add((card.folder, card.id))
+    def prepare(card: CardFile) -> tuple[Row, np.ndarray | None]:
         row = Row(card.id, card.name, card.label)
         try:
             kind, data = card_payload(card)
-            pending.append((row, predictor.prepare(data, kind)))
+            return row, predictor.prepare(data, kind)
         except CardError as exc:
             row.error = str(exc)
-        ready.append(row)
+            return row, None
+
+    def score(chunk: list[CardFile], pool) -> list[Row]:
+        prepared = list(pool.map(prepare, chunk)) if pool is not None else [prepare(c) for c in chunk]
+        good = [(row, x) for row, x in prepared if x is not None]
+        if good:
+            probs = predictor.predict(np.stack([x for _, x in good]))
+            for (row, _), p in zip(good, probs):
+                row.probs = p
         if progress is not None:
-            progress.update(1)
-        if len(pending) >= batch_size:
-            yield from flush()
-    yield from flush()
+            progress.update(len(chunk))
+        return [row for row, _ in prepared]
+
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="prepare") if workers > 1 else None
+    try:
+        chunk: list[CardFile] = []
+        for card in source:
+            seen.add((card.folder, card.id))
+            chunk.append(card)
+            if len(chunk) >= batch_size:
+                yield from score(chunk, pool)
+                chunk = []
+        if chunk:
+            yield from score(chunk, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
     if not report_skipped:
         return
     for card_id, name, reason in skipped_card_members(source, seen):
@@ -168,6 +179,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="score only the K-th of N equal slices of the sorted cards (0 <= K < N), e.g. one per pod of an "
              "indexed Job; the shard outputs concatenated in K order equal the unsharded file",
     )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="threads decoding cards (default: all cores)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -186,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the batch scorer; returns the exit status (0 ok, 2 unreadable input or model)."""
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.batch_size < 1:
-        print("error: --batch-size must be at least 1", file=sys.stderr)
+    if args.batch_size < 1 or args.workers < 1:
+        print("error: --batch-size and --workers must be at least 1", file=sys.stderr)
         return 2
     import cv2  # noqa: PLC0415
 
@@ -220,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_output_file(args.out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["id", "label", "name", "confidence", *predictor.codes, "error"])
-            _write_rows(writer, predictor, score_source(predictor, source, args.batch_size, bar, report_skipped=last_shard), summary, truth)
+            _write_rows(writer, predictor, score_source(
+                predictor, source, args.batch_size, bar, report_skipped=last_shard, workers=args.workers
+            ), summary, truth)
     elapsed = time.perf_counter() - started
 
     total = sum(summary.values())
