@@ -269,20 +269,43 @@ def per_class_report(cm: np.ndarray) -> dict[str, dict[str, float]]:
 # ------------------------------------------------------------------------------------------
 
 
+def _rename_opt_state(opt_state: dict, mapping: dict[str, str]) -> dict:
+    # Optimiser accumulators are keyed by Paddle's global parameter names (``conv2d_8.w_0_moment1_0``),
+    # which depend on how many layers the process built before; key them by structured names instead.
+    out = {}
+    for key, value in opt_state.items():
+        match = max((k for k in mapping if key == k or key.startswith(k + "_")), key=len, default=None)
+        out[mapping[match] + key[len(match):] if match else key] = value
+    return out
+
+
 def save_checkpoint(ckpt_dir: Path, net, opt, sched, state: dict[str, Any]) -> None:
     """Model, optimiser, scheduler and loop state of the last finished epoch, replaced atomically as a folder."""
+    portable = {p.name: f"@{sn}" for sn, p in net.named_parameters()}
     with atomic_directory(ckpt_dir) as tmp:
         paddle.save(net.state_dict(), str(tmp / "model.pdparams"))
-        paddle.save(opt.state_dict(), str(tmp / "optimizer.pdopt"))
+        paddle.save(_rename_opt_state(opt.state_dict(), portable), str(tmp / "optimizer.pdopt"))
         paddle.save(sched.state_dict(), str(tmp / "scheduler.pdstate"))
         atomic_write_text(tmp / "state.json", json.dumps(state, indent=1))
 
 
 def load_checkpoint(ckpt_dir: Path, net, opt, sched) -> dict[str, Any]:
     net.set_state_dict(paddle.load(str(ckpt_dir / "model.pdparams")))
-    opt.set_state_dict(paddle.load(str(ckpt_dir / "optimizer.pdopt")))
+    local = {f"@{sn}": p.name for sn, p in net.named_parameters()}
+    opt.set_state_dict(_rename_opt_state(paddle.load(str(ckpt_dir / "optimizer.pdopt")), local))
     sched.set_state_dict(paddle.load(str(ckpt_dir / "scheduler.pdstate")))
     return json.loads((ckpt_dir / "state.json").read_text())
+
+
+def parameters_digest(net) -> str:
+    """SHA-1 of all parameters and buffers, to check that data-parallel ranks hold the same network."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for name, value in sorted(net.state_dict().items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(value.numpy()).tobytes())
+    return h.hexdigest()
 
 
 def _save_params(path: Path, net) -> None:
@@ -385,6 +408,7 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
     if best.is_file():
         net.set_state_dict(paddle.load(str(best)))
     final = evaluate(body, inputs, labels, test_idx)
+    log.info("rank %d of %d: parameters sha1 %s", rank, size, parameters_digest(net))
     samples_per_s = state["samples_seen"] / max(state["train_seconds"], 1e-9)
     summary = {**state, "interrupted": False, "final": {"holdout_acc": final["acc"], "holdout_loss": final["loss"]},
                "confusion": final["confusion"].tolist(), "per_class": per_class_report(final["confusion"]),
