@@ -120,13 +120,13 @@ def _base(rng: np.random.Generator) -> dict:
     stroke = float(np.clip(rng.lognormal(math.log(3.0), 0.3), 1.2, 6.0))
     depth = float(np.clip(rng.lognormal(math.log(1150.0), 0.35), 500.0, 3000.0))
     rods = _rod_string(depth, rng)
-    weights = np.array([0.5, 1.0, 1.5, 2.0, 1.5, 0.5, 0.6, 0.4, 0.2])
+    weights = np.array([0.8, 1.5, 2.0, 2.0, 1.0, 0.4, 0.4, 0.2, 0.1])
     if depth > 1800:
         weights[6:] = 0.0
     plunger = float(rng.choice(PLUNGER_DIAMETERS, p=weights / weights.sum()))
     return dict(
         stroke_m=stroke,
-        spm=float(rng.uniform(2.5, 7.0)),
+        spm=float(np.exp(rng.uniform(np.log(2.0), np.log(6.5)))),
         depth_m=depth,
         rod_sections=rods,
         plunger_d_m=plunger,
@@ -134,7 +134,7 @@ def _base(rng: np.random.Generator) -> dict:
         submergence_m=float(rng.uniform(80.0, min(600.0, 0.4 * depth))),
         wellhead_pa=float(rng.uniform(0.2e6, 1.5e6)),
         casing_pa=float(rng.uniform(0.1e6, 0.8e6)),
-        damping=float(rng.uniform(0.05, 0.2)),
+        damping=float(rng.uniform(0.08, 0.25)),
         crank_ratio=float(rng.uniform(0.0, 0.3)),
         time_asymmetry=float(rng.uniform(-0.08, 0.12)),
         tubing_anchored=bool(rng.random() < 0.6),
@@ -226,7 +226,7 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
         n = math.sqrt(target * 1790.0 * wp.fluid_load_n / (wp.rod_weight_n * wp.stroke_m))
         p["spm"] = float(np.clip(n, 6.0, 12.0))
 
-    _limit_stretch(p, 0.35)
+    _limit_stretch(p, 0.25)
     wp = WellParams(**p)
     if condition == "A04":
         # Dead space so that full compression of the gas barely (or never) reaches the discharge pressure.

@@ -82,6 +82,16 @@ class PumpBatch:
         self.m = steps_per_stroke
         # Contact stiffness: as stiff as the explicit scheme allows at the bottom node.
         self.k_contact = 1.5 * bottom_mass / dt**2
+        self.log_floor = np.log(P_FLOOR)
+        self.log_hi = np.log(3.0 * self.p_d)
+        self.log_pd, self.log_pi = np.log(self.p_d), np.log(self.p_i)
+        self.shrink_d = 1.0 - self.p_d / LIQUID_BULK
+        self.shrink_i = 1.0 - self.p_i / LIQUID_BULK
+        self.has_delay = self.tv_close_delay > 0
+        self.has_leak = bool(np.any(self.tv_leak > 0) or np.any(self.sv_leak > 0) or np.any(self.out >= 0))
+        self.has_sand = sand is not None
+        self.any_top, self.any_bottom = bool(np.any(self.tag_top >= 0)), bool(np.any(self.tag_bottom >= 0))
+        self.any_out, self.any_fill = bool(np.any(self.out >= 0)), bool(np.any(self.fillage < 1.0))
 
         # State: start at the bottom of the stroke, traveling valve open, barrel at p_d.
         self.p = self.p_d.copy()
@@ -95,17 +105,17 @@ class PumpBatch:
         self.y_lo_stroke = np.zeros(self.n)
         self.budget = np.full(self.n, np.inf)
 
-    def _closed_pressure(self, barrel: np.ndarray) -> np.ndarray:
+    def _closed_pressure(self, barrel: np.ndarray, log_c: np.ndarray) -> np.ndarray:
         """Barrel pressure with both valves closed (Newton on log p, a few iterations)."""
-        s = np.log(np.maximum(self.p, P_FLOOR))
-        log_c = np.log(self.gas_c)
-        lo, hi = np.log(P_FLOOR), np.log(3.0 * self.p_d)
+        s = np.log(self.p)  # p ≥ P_FLOOR always
+        compliance = self.liq / LIQUID_BULK + self.c_t
+        rest = self.liq + self.p_i * self.c_t - barrel
         for _ in range(NEWTON_ITERS):
             p = np.exp(s)
             gas = np.exp((log_c - s) * self.inv_k)
-            res = self.liq * (1.0 - p / LIQUID_BULK) - (p - self.p_i) * self.c_t + gas - barrel
-            slope = -p * (self.liq / LIQUID_BULK + self.c_t) - gas * self.inv_k
-            s = np.clip(s - res / slope, lo, hi)
+            pc = p * compliance
+            s = s + (rest - pc + gas) / (pc + gas * self.inv_k)
+            np.minimum(np.maximum(s, self.log_floor, out=s), self.log_hi, out=s)
         return np.exp(s)
 
     def force(self, n: int, y: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -133,28 +143,31 @@ class PumpBatch:
         # Slip through leaking valves (explicit; the valve projection below keeps p in range).
         dp_scale = self.fluid_load
         tv_leak = self.tv_leak
-        out = active & (self.out >= 0)
-        fully_out = np.zeros(self.n, dtype=bool)
-        if out.any():
+        out = active & (self.out >= 0) if self.any_out else None
+        fully_out = None
+        if out is not None and out.any():
             # Plunger leaving the barrel: a bypass to the tubing that opens over OUT_RAMP of travel,
             # then the barrel is simply open to the tubing.
             opening = (y - (self.y_hi_m - self.out)) / OUT_RAMP
             tv_leak = tv_leak + np.where(out, np.clip(opening, 0.0, 1.0) * OUT_LEAK * self.v_peak, 0.0)
             fully_out = out & (opening >= 1.0)
-        self.liq = self.liq + tv_leak * np.sqrt(np.maximum(self.p_d - self.p, 0.0) / dp_scale) * self.dt
-        self.liq = np.maximum(
-            self.liq - self.sv_leak * np.sqrt(np.maximum(self.p - self.p_i, 0.0) / dp_scale) * self.dt, 0.0)
+        if self.has_leak:
+            self.liq = self.liq + tv_leak * np.sqrt(np.maximum(self.p_d - self.p, 0.0) / dp_scale) * self.dt
+            self.liq = np.maximum(
+                self.liq - self.sv_leak * np.sqrt(np.maximum(self.p - self.p_i, 0.0) / dp_scale) * self.dt, 0.0)
 
-        p_c = self._closed_pressure(barrel)
-        forced = (self.tv_close_delay > 0) & (y - self.y_lo_stroke < self.tv_close_delay) & (v > 0)
-        forced |= fully_out
+        log_c = np.log(self.gas_c)
+        p_c = self._closed_pressure(barrel, log_c)
+        forced = self.has_delay & (y - self.y_lo_stroke < self.tv_close_delay) & (v > 0)
+        if fully_out is not None:
+            forced |= fully_out
         tv_open = forced | (p_c > self.p_d)
         sv_open = ~tv_open & (p_c < self.p_i)
         p = np.where(tv_open, self.p_d, np.where(sv_open, self.p_i, p_c))
 
         if tv_open.any():
-            shrink_d = 1.0 - self.p_d / LIQUID_BULK
-            gas_d = np.exp((np.log(self.gas_c) - np.log(self.p_d)) * self.inv_k)
+            shrink_d = self.shrink_d
+            gas_d = np.exp((log_c - self.log_pd) * self.inv_k)
             content = self.liq * shrink_d + gas_d
             excess = content - (self.p_d - self.p_i) * self.c_t - barrel
             frac = np.clip(excess / np.maximum(content, 1e-12), 0.0, 1.0)
@@ -165,30 +178,33 @@ class PumpBatch:
             self.liq = np.where(tv_open, np.where(excess > 0, out_liq, np.where(forced, in_liq, self.liq)), self.liq)
             self.gas_c = np.where(tv_open & (excess > 0), out_gas, self.gas_c)
         if sv_open.any():
-            shrink_i = 1.0 - self.p_i / LIQUID_BULK
-            gas_i = np.exp((np.log(self.gas_c) - np.log(self.p_i)) * self.inv_k)
+            shrink_i = self.shrink_i
+            gas_i = np.exp((log_c - self.log_pi) * self.inv_k)
             need = np.maximum(barrel - self.liq * shrink_i - gas_i, 0.0)
-            liquid = np.minimum(need * (1.0 - self.phi), np.maximum(self.budget, 0.0))
+            liquid = need * (1.0 - self.phi)
+            if self.any_fill:
+                liquid = np.minimum(liquid, np.maximum(self.budget, 0.0))
             gas_new = gas_i + need - liquid
             self.liq = np.where(sv_open, self.liq + liquid / shrink_i, self.liq)
             self.gas_c = np.where(sv_open, np.maximum(self.p_i * gas_new**self.k, 1e-30), self.gas_c)
-            self.budget = np.where(sv_open, self.budget - liquid, self.budget)
+            if self.any_fill:
+                self.budget = np.where(sv_open, self.budget - liquid, self.budget)
         self.p = p
 
         load = (self.p_d - p) * self.area
         smooth_sign = np.tanh(v / V_FRICTION)
         load = load + self.friction * smooth_sign
-        if self.sand is not None:
+        if self.has_sand:
             pos = n / self.m * self.sand_per_stroke
             i0 = np.minimum(pos.astype(np.int64), self.sand.shape[1] - 2)
             w = pos - i0
             rows = np.arange(self.n)
             seq = self.sand[rows, i0] * (1.0 - w) + self.sand[rows, i0 + 1] * w
             load = load + self.sand_amp * seq * smooth_sign
-        top = active & (self.tag_top >= 0)
-        if top.any():
+        top = active & (self.tag_top >= 0) if self.any_top else None
+        if top is not None and top.any():
             load = load + np.where(top, self.k_contact * np.maximum(y - (self.y_hi_m - self.tag_top), 0.0), 0.0)
-        bottom = active & (self.tag_bottom >= 0)
-        if bottom.any():
+        bottom = active & (self.tag_bottom >= 0) if self.any_bottom else None
+        if bottom is not None and bottom.any():
             load = load - np.where(bottom, self.k_contact * np.maximum(self.y_lo_m + self.tag_bottom - y, 0.0), 0.0)
         return load, p

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 STROKES = 5
 COURANT = 0.9
 DX_TARGET = 90.0  # m, element length aimed at
-MIN_ELEMENTS, MAX_ELEMENTS = 10, 30
+MIN_ELEMENTS, MAX_ELEMENTS = 6, 30
 PLUNGER_MASS = 40.0  # kg: plunger, pull rod and valve cage on the bottom node
 SAND_PER_STROKE = 120  # random sand-friction values per stroke
 
