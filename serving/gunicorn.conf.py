@@ -73,6 +73,21 @@ else:
     _own_metrics_dir = False
 
 
+def on_starting(server):
+    """Check the model folder's files in the master so a missing model stops at once, clearly.
+
+    Only ``meta.json`` is read here (no Paddle, no cv2 in the master); workers verify the
+    preprocessing and the network itself after the fork.
+    """
+    from shared.meta import ModelFolderError, load_meta
+
+    try:
+        load_meta(_cfg.model_dir)
+    except ModelFolderError as exc:
+        server.log.error("cannot serve %s: %s", _cfg.model_dir, exc)
+        raise SystemExit(f"CardSense: cannot serve {_cfg.model_dir}: {exc}") from None
+
+
 def child_exit(server, worker):
     """Merge a dead worker's live gauges away (counters and histograms are kept)."""
     from prometheus_client import multiprocess

@@ -165,7 +165,7 @@ def test_keepalive_connection_survives_errors(gunicorn_server):
 
 
 def test_bad_model_folder_stops_gunicorn_with_a_clear_message(tmp_path):
-    server = GunicornServer(tmp_path / "no-such-model", tmp_path / "bad.log")
+    server = GunicornServer(tmp_path / "no-such-model", tmp_path / "bad.log", CARDSENSE_WORKERS="1")
     try:
         code = server.proc.wait(timeout=60)
     finally:
