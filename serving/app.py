@@ -34,7 +34,7 @@ from serving.batch import card_payload, skipped_card_members
 from serving.errors import ApiError, register_error_handlers
 from serving.metrics import Metrics, Timer
 from serving.predictor import Predictor
-from serving.uploads import Upload, card_kind, is_zip, media_type, outline_png, png_data_url
+from serving.uploads import ZIP_MAGIC, Upload, card_kind, is_zip, media_type, outline_png, png_data_url
 from shared.cards import CardError
 from shared.dataset_io import ArchiveError, iter_cards
 from shared.preprocess import to_grey_png
@@ -280,9 +280,11 @@ def classify():
     _require_token()
     st = state()
     request.max_content_length = int(st.config.max_upload_mb * MiB)
-    top_k = _int_arg("top_k", 0, 0, len(st.predictor.codes))
+    top_k = min(_int_arg("top_k", 0, 0, 10_000), len(st.predictor.codes))
     include_input = _flag_arg("include_input")
     upload = _single_upload()
+    if is_zip(upload) and upload.data.startswith(ZIP_MAGIC):
+        raise ApiError(415, "unsupported_media_type", "the upload is a zip archive; send zips to /classify/batch")
     kind = card_kind(upload)
     x, extra = _prepare(upload.data, kind, include_input)
     with Timer() as t:
@@ -355,7 +357,7 @@ def classify_batch():
     _require_token()
     st = state()
     request.max_content_length = int(st.config.max_batch_upload_mb * MiB)
-    top_k = _int_arg("top_k", 0, 0, len(st.predictor.codes))
+    top_k = min(_int_arg("top_k", 0, 0, 10_000), len(st.predictor.codes))
     uploads = _batch_uploads()
     results: list[dict[str, Any]] = []
     pending: list[tuple[int, np.ndarray]] = []

@@ -97,7 +97,17 @@ def test_top_k(client):
     assert ranked[0]["name"] == body["name"]
 
 
-@pytest.mark.parametrize("bad", ["0.5", "x", "-1", "13"])
+def test_top_k_larger_than_the_label_count_lists_all(client):
+    body = client.post("/classify?top_k=50", data=card_png("normal"), content_type="image/png").get_json()
+    assert len(body["top_k"]) == 12
+
+
+def test_zip_to_single_route_points_to_batch(client, test_zip):
+    err = assert_error(post_file(client, test_zip.read_bytes(), "test.zip", "application/zip"), 415)
+    assert "/classify/batch" in err["message"]
+
+
+@pytest.mark.parametrize("bad", ["0.5", "x", "-1", "99999"])
 def test_bad_top_k(client, bad):
     assert_error(client.post(f"/classify?top_k={bad}", data=card_png("normal"), content_type="image/png"),
                  400, "invalid_parameter")
