@@ -31,9 +31,10 @@ _HTTP_CODES = {
 }
 
 
-# A request refused as too large is read and discarded up to this many bytes before the answer,
-# so that an ordinary client (which sends the whole body before reading) gets the 413 instead of a
-# broken pipe. Beyond it the connection is closed with the 413 and the client may see a reset.
+# A request refused before its body was read (too large, no token) has the rest of its body read
+# and discarded, up to this many bytes, before the answer: an ordinary client sends the whole body
+# before it reads, and would otherwise see a broken pipe instead of the 413/401. Beyond this the
+# connection is closed with the answer and the client may see a reset.
 DRAIN_LIMIT = 32 * 1024 * 1024
 
 
@@ -97,6 +98,8 @@ def register_error_handlers(app: Flask, on_error=None) -> None:
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError):
         report(exc.code)
+        # Refused before the body was read (401, 413): read it away so the client gets the answer.
+        drain_request_body()
         return error_response(exc.status, exc.code, exc.message)
 
     @app.errorhandler(HTTPException)
