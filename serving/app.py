@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
 from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from serving.config import ServingConfig
 from serving.batch import card_payload, skipped_card_members
@@ -163,6 +164,19 @@ def _read_file(storage: FileStorage) -> Upload:
     return Upload(storage.filename or "", storage.mimetype or "", storage.read())
 
 
+def _raw_body() -> bytes:
+    """The request body, refusing one over the route's limit also when it is sent chunked.
+
+    werkzeug stops reading a chunked body (no Content-Length) at ``max_content_length`` and
+    returns what it has; a body that fills the limit exactly is taken as one that went past it.
+    """
+    data = request.get_data(cache=False)
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(data) >= limit:
+        raise RequestEntityTooLarge()
+    return data
+
+
 def _single_upload() -> Upload:
     """The one card of a /classify request, from the multipart field ``file`` or the raw body."""
     ctype = media_type(request.content_type)
@@ -178,7 +192,7 @@ def _single_upload() -> Upload:
         if not upload.data:
             raise ApiError(400, "empty_file", "the field 'file' holds an empty file")
         return upload
-    data = request.get_data(cache=False)
+    data = _raw_body()
     if not data:
         raise ApiError(
             400, "missing_file",
@@ -196,7 +210,7 @@ def _batch_uploads() -> list[Upload]:
         if not uploads:
             raise ApiError(400, "missing_file", "no files in the request: send one or more cards or a zip (multipart)")
         return uploads
-    data = request.get_data(cache=False)
+    data = _raw_body()
     if not data:
         raise ApiError(400, "missing_file", "empty request: send cards as multipart files or one zip as the body")
     return [Upload("", ctype, data)]

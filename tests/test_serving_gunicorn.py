@@ -202,3 +202,25 @@ def test_refused_uploads_still_get_their_answer(tiny_model, tmp_path):
         assert http("GET", server.url + "/readyz")[0] == 200
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("multipart", [False, True])
+def test_chunked_uploads_are_limited_too(gunicorn_server, multipart):
+    """No Content-Length (chunked): a small card is classified, an oversized body is a 413."""
+
+    def send(data: bytes, ctype: str):
+        if multipart:
+            data, ctype = encode_multipart([("file", "card" + (".png" if ctype == "image/png" else ".csv"), data, ctype)])
+        conn = HTTPConnection("127.0.0.1", gunicorn_server.port, timeout=30)
+        try:
+            conn.request("POST", "/classify", body=(data[i:i + 65536] for i in range(0, len(data), 65536)),
+                         headers={"Content-Type": ctype, "Transfer-Encoding": "chunked"}, encode_chunked=True)
+            r = conn.getresponse()
+            return r.status, json.loads(r.read())
+        finally:
+            conn.close()
+
+    status, body = send(card_png("normal"), "image/png")
+    assert status == 200 and body["label"] in CODES
+    status, body = send(b"1,2\n" * 2_500_000, "text/csv")  # 10 MB > the 8 MB default
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
