@@ -100,7 +100,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAX_CONTENT_LENGTH=int(max(serving.max_upload_mb, serving.max_batch_upload_mb) * MiB),
         MAX_FORM_PARTS=serving.max_batch_cards + 16,
         MAX_FORM_MEMORY_SIZE=64 * 1024,
-        JSON_SORT_KEYS=False,
     )
     app.config.update(config)
     app.json.ensure_ascii = False  # 供液不足, not \u4f9b...
