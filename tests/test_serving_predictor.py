@@ -189,3 +189,35 @@ def test_logits_instead_of_probabilities_are_refused(tmp_path):
                     input_spec=[paddle.static.InputSpec([None, 1, 190, 400], "float32")])
     with pytest.raises(StartupError, match="softmax"):
         Predictor(folder, device="cpu", batch_sizes=(1,))
+
+
+# ------------------------------------------------------------------------------ real exports
+
+
+def test_serves_a_model_exported_by_the_training_toolkit(tmp_path):
+    """training.export.export_model's folder loads and matches paddle.jit.load of the same folder."""
+    export = pytest.importorskip("training.export")
+    models = pytest.importorskip("training.models")
+    import paddle
+
+    paddle.seed(1)
+    folder = export.export_model(models.build_model("default"), tmp_path / "cardnet", {"name": "cardnet-test"})
+    predictor = Predictor(folder, device="cpu", batch_sizes=(1, 4))
+    x = np.stack([predictor.prepare(card_png(k, 3), "png") for k in CARD_KINDS])
+    served = predictor.predict(x)
+    reference = export.load_exported(folder)(paddle.to_tensor(x)).numpy()
+    np.testing.assert_allclose(served, reference, atol=1e-5)
+    assert predictor.name == "cardnet-test"
+
+
+def test_the_shipped_default_model_if_present():
+    from serving.config import DEFAULT_MODEL_DIR
+    from tests.conftest import REPO
+
+    if not (DEFAULT_MODEL_DIR / "meta.json").exists():
+        pytest.skip("models/default is not in this checkout yet")
+    predictor = Predictor(DEFAULT_MODEL_DIR, device="cpu", batch_sizes=(1, 8))
+    golden = sorted(p for p in (REPO / "tests" / "fixtures" / "golden").glob("*.png") if ".expected." not in p.name)
+    cards = [p.read_bytes() for p in golden] or [card_png(k) for k in CARD_KINDS]
+    probs = predictor.predict(np.stack([predictor.prepare(c, "png") for c in cards]))
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
