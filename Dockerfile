@@ -26,7 +26,7 @@ WORKDIR /app
 COPY requirements-serve.txt /tmp/requirements-serve.txt
 RUN grep -v -E '^paddlepaddle([=<>~ ]|$)' /tmp/requirements-serve.txt > /tmp/requirements-image.txt \
     && python3 -m pip install --no-cache-dir -r /tmp/requirements-image.txt \
-    && python3 -c "import paddle; print('paddle', paddle.__version__, 'CUDA build:', paddle.is_compiled_with_cuda())" \
+    && python3 -c "import paddle, sys; print('paddle', paddle.__version__, 'CUDA build:', paddle.is_compiled_with_cuda()); sys.exit(0 if paddle.__version__.startswith('3.') else 'Paddle 3.x is needed to load PIR (.json) models')" \
     && groupadd --gid 10001 cardsense \
     && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin cardsense \
     && mkdir -p /home/cardsense/.cache/trt \
