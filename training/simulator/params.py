@@ -137,7 +137,7 @@ def _base(rng: np.random.Generator) -> dict:
         damping=float(rng.uniform(0.08, 0.25)),
         crank_ratio=float(rng.uniform(0.0, 0.3)),
         time_asymmetry=float(rng.uniform(-0.08, 0.12)),
-        tubing_anchored=bool(rng.random() < 0.6),
+        tubing_anchored=bool(rng.random() < 0.75),
         dead_space_m=float(rng.uniform(0.05, 0.3)),
         gas_fraction=float(rng.uniform(0.0, 0.03)),
         polytropic_k=float(rng.uniform(1.05, 1.3)),
@@ -187,8 +187,6 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
         raise KeyError(f"unknown condition code {condition!r}; expected one of {', '.join(CODES)}")
     s = float(rng.uniform(0.0, 1.0)) if severity is None else float(np.clip(severity, 0.0, 1.0))
     p = _base(rng)
-    if condition != "A12":
-        _limit_inertia(p, rng, 0.25)
 
     if condition in ("A02", "A11"):  # fluid pound: pump intake at the fluid level, liquid runs short
         p["submergence_m"] = float(rng.uniform(0.0, 40.0))
@@ -213,20 +211,25 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     elif condition == "A08":
         p["plunger_out_m"] = _lerp(0.06, 0.3, s) * p["stroke_m"]
     elif condition == "A09":
-        p["tv_leak"] = _lerp(0.2, 1.0, s)
+        p["tv_leak"] = _lerp(0.1, 0.75, s)
     elif condition == "A10":
-        p["sv_leak"] = _lerp(0.2, 1.0, s)
+        p["sv_leak"] = _lerp(0.1, 0.75, s)
     elif condition == "A12":  # heavy rods, fast pumping: inertia rotates the card
         p["depth_m"] = float(rng.uniform(1200.0, 2600.0))
         p["rod_sections"] = _rod_string(p["depth_m"], rng)
         p["plunger_d_m"] = float(rng.choice(PLUNGER_DIAMETERS[:5]))
         p["stroke_m"] = float(rng.uniform(2.5, 6.0))
+        _limit_stretch(p, 0.12)
         wp = WellParams(**p)
         target = _lerp(0.45, 1.0, s)
         n = math.sqrt(target * 1790.0 * wp.fluid_load_n / (wp.rod_weight_n * wp.stroke_m))
-        p["spm"] = float(np.clip(n, 6.0, 12.0))
+        # ... but keep S·N²/1790 (peak rod acceleration over g) below 0.3 so the rods never float.
+        n_float = math.sqrt(0.3 * 1790.0 / wp.stroke_m)
+        p["spm"] = float(np.clip(min(n, n_float), 6.0, 11.0))
 
-    _limit_stretch(p, 0.25)
+    _limit_stretch(p, 0.12)
+    if condition != "A12":
+        _limit_inertia(p, rng, 0.25)
     wp = WellParams(**p)
     if condition == "A04":
         # Dead space so that full compression of the gas barely (or never) reaches the discharge pressure.
