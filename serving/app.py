@@ -163,6 +163,13 @@ def _read_file(storage: FileStorage) -> Upload:
     return Upload(storage.filename or "", storage.mimetype or "", storage.read())
 
 
+def _body_type() -> str:
+    """The request's media type; a form-urlencoded body (what ``curl --data-binary`` sends without
+    ``-H Content-Type``) cannot carry a file, so it is taken as an undeclared raw body and sniffed."""
+    ctype = media_type(request.content_type)
+    return "" if ctype == "application/x-www-form-urlencoded" else ctype
+
+
 def _raw_body() -> bytes:
     """The request body, refusing one over the route's limit also when it is sent chunked.
 
@@ -178,8 +185,8 @@ def _raw_body() -> bytes:
 
 def _single_upload() -> Upload:
     """The one card of a /classify request, from the multipart field ``file`` or the raw body."""
-    ctype = media_type(request.content_type)
-    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    ctype = _body_type()
+    if ctype == "multipart/form-data":
         files = request.files.getlist("file")
         if not files:
             others = sorted(request.files.keys())
@@ -203,8 +210,8 @@ def _single_upload() -> Upload:
 
 def _batch_uploads() -> list[Upload]:
     """All files of a /classify/batch request (multipart, any field name) or its raw body."""
-    ctype = media_type(request.content_type)
-    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+    ctype = _body_type()
+    if ctype == "multipart/form-data":
         uploads = [_read_file(f) for _, f in request.files.items(multi=True)]
         if not uploads:
             raise ApiError(400, "missing_file", "no files in the request: send one or more cards or a zip (multipart)")

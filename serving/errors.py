@@ -107,10 +107,14 @@ def register_error_handlers(app: Flask, on_error=None) -> None:
         status = exc.code or 500
         code = _HTTP_CODES.get(status, f"http_{status}")
         if status == 413:
-            message = "the upload is larger than this service accepts"
             limit = request.max_content_length if has_request_context() else None
-            if limit:
-                message += f" ({limit:,} bytes)"
+            length = request.content_length if has_request_context() else None
+            if limit and length is not None and length <= limit:
+                # Within the size limit: werkzeug refused the number of parts or a long form field.
+                parts = app.config.get("MAX_FORM_PARTS")
+                message = f"the request has too many parts or too long a form field (at most {parts} files per request)"
+            else:
+                message = "the upload is larger than this service accepts" + (f" ({limit:,} bytes)" if limit else "")
         else:
             message = exc.description or exc.name
         report(code)

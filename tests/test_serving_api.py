@@ -145,6 +145,22 @@ def test_empty_file(client):
     assert_error(post_file(client, b"", "a.png"), 400, "empty_file")
 
 
+def test_curl_data_binary_without_content_type(client):
+    """curl --data-binary @card.png sends application/x-www-form-urlencoded: the body is sniffed."""
+    png = card_png("normal")
+    r = client.post("/classify", data=png, content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 200 and r.get_json()["input"]["kind"] == "png"
+    r = client.post("/classify", data=card_csv("normal"), content_type="application/x-www-form-urlencoded")
+    assert r.status_code == 200 and r.get_json()["input"]["kind"] == "csv"
+
+
+def test_too_many_parts(make_app):
+    client = make_app(max_batch_cards=5).test_client()
+    files = [(io.BytesIO(b"x"), f"{i}.png") for i in range(30)]
+    err = assert_error(client.post("/classify/batch", data={"files": files}), 413)
+    assert "too many parts" in err["message"]
+
+
 def test_two_files_to_single_route(client):
     data = {"file": [(io.BytesIO(card_png("normal")), "a.png"), (io.BytesIO(card_png("pound")), "b.png")]}
     assert_error(client.post("/classify", data=data), 400, "too_many_files")
