@@ -224,3 +224,15 @@ def test_chunked_uploads_are_limited_too(gunicorn_server, multipart):
     assert status == 200 and body["label"] in CODES
     status, body = send(b"1,2\n" * 2_500_000, "text/csv")  # 10 MB > the 8 MB default
     assert status == 413 and body["error"]["code"] == "payload_too_large"
+
+
+def test_load_generator(gunicorn_server, tmp_path, capsys):
+    """python -m serving.loadtest against the live service: every request answered 200."""
+    from serving import loadtest
+
+    for kind in CARD_KINDS:
+        (tmp_path / f"{kind}.png").write_bytes(card_png(kind))
+        (tmp_path / f"{kind}-raw.csv").write_bytes(card_csv(kind))
+    assert loadtest.main([gunicorn_server.url, str(tmp_path), "--concurrency", "3", "--seconds", "1"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["requests"] > 0 and stats["statuses"] == {"200": stats["requests"]}

@@ -1,0 +1,117 @@
+"""A small load generator for ``POST /classify``: requests/s and latency percentiles.
+
+    python -m serving.loadtest http://127.0.0.1:8000 CARDS --concurrency 4 --seconds 10 [--token T]
+
+CARDS is a zip or folder of cards (read with the shared safe reader); each client thread keeps one
+keep-alive connection and sends the cards' PNGs (or CSVs) in turn. Run it on another machine than
+the service when you can: on the same cores it competes with the workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from http.client import HTTPConnection, HTTPException
+from urllib.parse import urlsplit
+
+from serving.batch import card_payload
+from shared.cards import CardError
+from shared.dataset_io import ArchiveError, iter_cards
+
+
+def load_cards(source: str, limit: int = 500) -> list[tuple[bytes, str]]:
+    """Up to ``limit`` ``(bytes, content type)`` pairs from a zip or folder of cards."""
+    cards = []
+    with iter_cards(source) as src:
+        for card in src:
+            try:
+                kind, data = card_payload(card)
+            except CardError:
+                continue
+            cards.append((data, "image/png" if kind == "png" else "text/csv"))
+            if len(cards) >= limit:
+                break
+    return cards
+
+
+def run(url: str, cards: list[tuple[bytes, str]], concurrency: int, seconds: float, token: str | None = None) -> dict:
+    """Send ``/classify`` requests from ``concurrency`` threads for ``seconds``; return the statistics."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    path = (parts.path.rstrip("/") or "") + "/classify"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def client(offset: int) -> None:
+        conn = HTTPConnection(host, port, timeout=60)
+        i = offset
+        while time.perf_counter() < deadline:
+            data, ctype = cards[i % len(cards)]
+            i += 1
+            started = time.perf_counter()
+            try:
+                conn.request("POST", path, body=data, headers={**headers, "Content-Type": ctype})
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, HTTPException):
+                conn.close()
+                conn = HTTPConnection(host, port, timeout=60)
+                status = 0
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                statuses[status] = statuses.get(status, 0) + 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k * 7,)) for k in range(concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    latencies.sort()
+
+    def pct(q: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(q * len(latencies)))], 2) if latencies else 0.0
+
+    return {
+        "requests": len(latencies),
+        "requests_per_s": round(len(latencies) / wall, 1),
+        "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "concurrency": concurrency,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: print the statistics as one JSON line; exit 1 if any request failed."""
+    parser = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("url", help="service base URL, e.g. http://127.0.0.1:8000")
+    parser.add_argument("cards", help="zip or folder of cards to send")
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--token", default=None, help="API token, if the service needs one")
+    args = parser.parse_args(argv)
+    try:
+        cards = load_cards(args.cards)
+    except ArchiveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not cards:
+        print(f"error: no readable cards in {args.cards}", file=sys.stderr)
+        return 2
+    stats = run(args.url, cards, args.concurrency, args.seconds, args.token)
+    print(json.dumps(stats))
+    return 0 if set(stats["statuses"]) == {"200"} else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
