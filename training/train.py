@@ -41,7 +41,7 @@ class Recipe:
     """Everything that defines a training run (written to ``config.json`` and the model's ``meta.json``)."""
 
     model: str = "cardnet"
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 3e-3
     optimizer: str = "adamw"
@@ -129,7 +129,7 @@ def _sync_buffers(layer: paddle.nn.Layer, size: int) -> None:
 class Inputs:
     """Model inputs of a :class:`CardSet`, after the network's parameter-free stem.
 
-    For ``cardnet`` the stem (4 x 4 average pool) is applied once to every card and kept; for the
+    For ``cardnet`` the stem (2 x 2 average pool) is applied once to every card and kept; for the
     notebook networks (no stem) batches are converted from the ``uint8`` cache on the fly.
     """
 

@@ -1,0 +1,47 @@
+"""Data-parallel training: ``python -m paddle.distributed.launch --nproc_per_node 2 training/run.py`` on CPU (gloo)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_sim(tmp_path_factory) -> Path:
+    from training.simulate import generate_dataset
+
+    out = tmp_path_factory.mktemp("dsim") / "set"
+    generate_dataset(out, 4, seed=5, workers=1, progress=False)
+    return out / "train"
+
+
+def test_two_process_data_parallel_on_cpu(tiny_sim, tmp_path):
+    env = dict(os.environ, CARDSENSE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    launch_logs = tmp_path / "launch"
+    cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(launch_logs),
+           str(REPO / "training" / "run.py"), "--data", str(tiny_sim), "--epochs", "2", "--batch-size", "8",
+           "--name", "dp", "--device", "cpu", "--logdir", str(tmp_path / "log"), "--runs-dir", str(tmp_path / "runs"),
+           "--out", str(tmp_path / "models" / "dp"), "--no-progress", "--no-graph"]
+    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=900)
+    logs = {p.name: p.read_text(errors="replace") for p in launch_logs.glob("workerlog.*")}
+    assert proc.returncode == 0, proc.stdout[-2000:] + "\n".join(v[-2000:] for v in logs.values())
+    assert set(logs) == {"workerlog.0", "workerlog.1"}
+    digests = {name: re.findall(r"rank (\d) of 2: parameters sha1 ([0-9a-f]{40})", text) for name, text in logs.items()}
+    assert digests["workerlog.0"][0][0] == "0" and digests["workerlog.1"][0][0] == "1"
+    assert digests["workerlog.0"][0][1] == digests["workerlog.1"][0][1], "ranks ended with different weights"
+    # only rank 0 logs, checkpoints and exports
+    assert "holdout accuracy" in logs["workerlog.0"] and "holdout accuracy" not in logs["workerlog.1"]
+    assert [p.name for p in (tmp_path / "log").iterdir()] == ["dp"]
+    assert (tmp_path / "runs" / "dp" / "checkpoint" / "state.json").is_file()
+    assert (tmp_path / "models" / "dp" / "inference.json").is_file()
+    import json
+
+    config = json.loads((tmp_path / "runs" / "dp" / "config.json").read_text())
+    assert config["world_size"] == 2
