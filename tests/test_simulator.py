@@ -206,13 +206,14 @@ def test_same_seed_same_card_and_different_seed_differs():
 
 @pytest.mark.parametrize("code", CODES)
 def test_sampled_parameters_are_in_field_ranges(code):
-    for i in range(20):
+    for i in range(60):
         p, sev = sample_params(code, card_rng(0, code, i))
         assert 0.0 <= sev <= 1.0
         assert 1.2 <= p.stroke_m <= 6.0 and 2.0 <= p.spm <= 12.0 and 500 <= p.depth_m <= 3000
         assert 0.028 <= p.plunger_d_m <= 0.083 and 200 <= p.points <= 250
         assert sum(length for length, _ in p.rod_sections) == pytest.approx(p.depth_m)
         assert p.rod_stretch_m < 0.15 * p.stroke_m or p.plunger_d_m == 0.028
+        assert 0.0 <= p.submergence_m < p.depth_m and p.fluid_load_n > 500.0
         if code != "A12":
             assert p.inertia_ratio <= 0.26
 

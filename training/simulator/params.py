@@ -117,7 +117,7 @@ def _rod_string(depth: float, rng: np.random.Generator) -> tuple[tuple[float, fl
 
 def _base(rng: np.random.Generator) -> dict:
     """Well parameters common to every condition, drawn over field ranges."""
-    stroke = float(np.clip(rng.lognormal(math.log(3.0), 0.3), 1.2, 6.0))
+    stroke = float(np.clip(rng.lognormal(math.log(3.1), 0.35), 1.2, 6.0))
     depth = float(np.clip(rng.lognormal(math.log(1150.0), 0.35), 500.0, 3000.0))
     rods = _rod_string(depth, rng)
     weights = np.array([0.8, 1.5, 2.0, 2.0, 1.0, 0.4, 0.4, 0.2, 0.1])
@@ -131,7 +131,7 @@ def _base(rng: np.random.Generator) -> dict:
         rod_sections=rods,
         plunger_d_m=plunger,
         fluid_density=float(rng.uniform(850.0, 1050.0)),
-        submergence_m=float(rng.uniform(80.0, min(600.0, 0.4 * depth))),
+        submergence_m=float(rng.uniform(60.0, 0.65 * depth)),
         wellhead_pa=float(rng.uniform(0.2e6, 1.5e6)),
         casing_pa=float(rng.uniform(0.1e6, 0.8e6)),
         damping=float(rng.uniform(0.08, 0.25)),
@@ -191,7 +191,8 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     if condition in ("A02", "A11"):  # fluid pound: pump intake at the fluid level, liquid runs short
         p["submergence_m"] = float(rng.uniform(0.0, 40.0))
         p["casing_pa"] = float(rng.uniform(0.05e6, 0.4e6))
-        p["fillage"] = _lerp(0.85, 0.3, s)
+        p["fillage"] = _lerp(0.9, 0.3, s)
+        p["gas_fraction"] = float(rng.uniform(0.0, 0.15))  # a pumped-off well also draws casing gas
         if condition == "A11":
             p["sand_friction"] = float(_lerp(0.03, 0.1, s) * rng.uniform(0.8, 1.2))
             p["fillage"] = _lerp(0.9, 0.45, rng.uniform(0.0, 1.0))
@@ -217,6 +218,7 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     elif condition == "A12":  # heavy rods, fast pumping: inertia rotates the card
         p["depth_m"] = float(rng.uniform(1200.0, 2600.0))
         p["rod_sections"] = _rod_string(p["depth_m"], rng)
+        p["submergence_m"] = float(rng.uniform(60.0, 0.5 * p["depth_m"]))
         p["plunger_d_m"] = float(rng.choice(PLUNGER_DIAMETERS[:5]))
         p["stroke_m"] = float(rng.uniform(2.5, 6.0))
         _limit_stretch(p, 0.12)
