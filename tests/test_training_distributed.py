@@ -23,7 +23,7 @@ def tiny_sim(tmp_path_factory) -> Path:
 
 
 def test_two_process_data_parallel_on_cpu(tiny_sim, tmp_path):
-    env = dict(os.environ, CARDSENSE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO), CUDA_VISIBLE_DEVICES="")
+    env = dict(os.environ, CARDSENSE_CACHE=str(tmp_path / "cache"), PYTHONPATH=str(REPO))
     launch_logs = tmp_path / "launch"
     cmd = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir", str(launch_logs),
            str(REPO / "training" / "run.py"), "--data", str(tiny_sim), "--epochs", "2", "--batch-size", "8",
