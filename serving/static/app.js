@@ -23,7 +23,9 @@ async function loadModel() {
     if (r.status === 401) { tokenBox.hidden = false; info.textContent = "this service needs an API token"; return; }
     const m = await r.json();
     labels = m.labels;
-    const acc = m.metrics && typeof m.metrics.accuracy === "number" ? ` · accuracy ${(100 * m.metrics.accuracy).toFixed(1)} %` : "";
+    const metrics = m.metrics || {};
+    const accuracy = typeof metrics.accuracy === "number" ? metrics.accuracy : metrics.holdout_acc;
+    const acc = typeof accuracy === "number" ? ` · holdout accuracy ${(100 * accuracy).toFixed(1)} %` : "";
     info.textContent = `model ${m.model.name} (${m.model.version}) on ${m.device.selected.toUpperCase()}` +
       ` · preprocessing ${m.preprocess.method} ${m.preprocess.version}${acc}`;
   } catch (e) {
