@@ -70,8 +70,7 @@ def test_every_copied_path_is_in_the_context():
     for k, rest in _instructions():
         if k == "COPY":
             src = rest.split()[0]
-            if src != "models/default/":  # shipped by training; checked when it exists
-                assert (REPO / src).exists(), src
+            assert (REPO / src).exists(), src
 
 
 def test_healthcheck_probe(gunicorn_server):
