@@ -342,3 +342,31 @@ def test_field_csv_becomes_competition_folder(tmp_path):
     src.write_text("\n".join(rows) + "\n", encoding="utf-8")
     out = field_csv_to_folder(src, tmp_path / "field")
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == ["A01/f0.png", "A02/f1.png"]
+
+
+def test_killed_run_resumes_where_it_stopped(sim_dir, cache, tmp_path):
+    import signal
+    import time
+
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, str(REPO / "training" / "run.py"), "--data", str(sim_dir), "--epochs", "4",
+           "--batch-size", "4", "--name", "k", "--no-vdl", "--no-export", "--no-progress", "--patience", "0",
+           "--runs-dir", str(runs)]
+    proc = subprocess.Popen(cmd, env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_file = runs / "k" / "checkpoint" / "state.json"
+    deadline = time.time() + 300
+    while not state_file.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    for _ in range(100):  # the checkpoint folder is swapped atomically; wait out a swap in progress
+        try:
+            saved = json.loads(state_file.read_text())["epoch"]
+            break
+        except FileNotFoundError:
+            time.sleep(0.05)
+    assert saved >= 1
+    proc = subprocess.run([*cmd, "--resume"], env=_env(cache), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = json.loads((runs / "k" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
