@@ -191,19 +191,25 @@ def ink_from_image(img: np.ndarray) -> np.ndarray:
     def grey() -> np.ndarray:
         return img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img[:, :, :3]), cv2.COLOR_BGR2GRAY)
 
-    if alpha is not None and int(alpha.min()) != int(alpha.max()):
-        opaque_share = float(np.count_nonzero(alpha >= INK_THRESHOLD)) / alpha.size
+    low, high = cv2.minMaxLoc(alpha)[:2] if alpha is not None else (0, 0)
+    if alpha is not None and low != high:
+        opaque_share = cv2.countNonZero(ink_binary(alpha)) / alpha.size
         if opaque_share < 0.5:
             return np.ascontiguousarray(alpha)
         # Mostly opaque: the alpha holds a background plate, the line is in the colours.
         darkness = 255 - grey().astype(np.int32)
         return (darkness * alpha.astype(np.int32) // 255).astype(np.uint8)
-    if alpha is not None and int(alpha.max()) == 0:
+    if alpha is not None and high == 0:
         raise CardError("image is fully transparent: there is no card outline in it")
     gray = grey()
     if float(np.median(gray)) < 128:
         return np.ascontiguousarray(gray)  # light ink on a dark background
     return (255 - gray).astype(np.uint8)
+
+
+def ink_binary(ink: np.ndarray) -> np.ndarray:
+    """The outline as a 0/255 ``uint8`` mask: pixels at least :data:`INK_THRESHOLD` strong."""
+    return cv2.threshold(ink, INK_THRESHOLD - 1, 255, cv2.THRESH_BINARY)[1]
 
 
 def check_ink(ink: np.ndarray) -> None:
@@ -212,14 +218,14 @@ def check_ink(ink: np.ndarray) -> None:
     Raises:
         CardError: with the reason.
     """
-    strong = ink >= INK_THRESHOLD
-    count = int(np.count_nonzero(strong))
+    strong = ink_binary(ink)
+    count = cv2.countNonZero(strong)
     if count < MIN_INK_PIXELS:
         raise CardError("image has no card outline in it (blank or nearly blank)")
     if count > 0.6 * ink.size:
         raise CardError("image is mostly ink: it is not a card outline")
-    ys, xs = np.nonzero(strong)
-    if xs.max() - xs.min() < MIN_CURVE_EXTENT_PX and ys.max() - ys.min() < MIN_CURVE_EXTENT_PX:
+    _, _, width, height = cv2.boundingRect(strong)
+    if width <= MIN_CURVE_EXTENT_PX and height <= MIN_CURVE_EXTENT_PX:
         raise CardError("image holds only a dot, not a card outline")
 
 

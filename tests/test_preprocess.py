@@ -239,3 +239,14 @@ def test_field_cards_renderer_invariance(field_rows):
     worst = np.array(worst)
     assert np.median(worst) >= 0.95
     assert (worst >= 0.9).mean() >= 0.97, sorted(worst)[:5]
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_centre_region_shortcuts_match_the_distance_transform(shape):
+    from shared.cards import ink_binary
+    from shared.preprocess import _centre_region, _centre_region_reference, _fill_binary
+
+    for line_width in (1, 2, 3, 4):
+        filled = _fill_binary(ink_binary(render_card_ink(*SHAPES[shape](), line_width=line_width)))
+        for estimate in np.linspace(1.0, 4.2, 17):
+            assert np.array_equal(_centre_region(filled, estimate), _centre_region_reference(filled, estimate))
