@@ -370,3 +370,20 @@ def test_killed_run_resumes_where_it_stopped(sim_dir, cache, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     history = json.loads((runs / "k" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_augmentation_runs_before_the_shared_tail(sim_dir, cache, tmp_path, monkeypatch):
+    from shared.cards import decode_card_png
+    from shared.preprocess import preprocess_ink
+    from training.data import augment_ink
+
+    ink = decode_card_png(sorted((sim_dir / "A02").glob("*.png"))[0])
+    rng = np.random.default_rng(0)
+    jittered = augment_ink(ink, rng)
+    assert jittered.shape == ink.shape and jittered.dtype == np.uint8 and not np.array_equal(jittered, ink)
+    assert preprocess_ink(jittered).shape == (1, 190, 400)
+    monkeypatch.setenv("CARDSENSE_CACHE", str(cache))
+    result = _train(["--data", str(sim_dir), "--epochs", "1", "--augment", "--no-vdl", "--no-export",
+                     "--no-progress", "--runs-dir", str(tmp_path / "runs"), "--name", "aug"])
+    assert result["metrics"]["epochs_run"] == 1
+    assert json.loads((tmp_path / "runs" / "aug" / "config.json").read_text())["recipe"]["augment"] is True

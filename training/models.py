@@ -126,7 +126,12 @@ class WithSoftmax(nn.Layer):
         return nn.functional.softmax(self.net(x), axis=-1)
 
 
-MODELS = {"cnn01": cnn01, "cnn02": cnn02, "cnn03": cnn03, "cardnet": CardNet}
+def cardnet_wide() -> nn.Layer:
+    """A wider ``cardnet`` (24/48/64/96 channels), measured as an alternative default."""
+    return CardNet(widths=(24, 48, 64, 96))
+
+
+MODELS = {"cnn01": cnn01, "cnn02": cnn02, "cnn03": cnn03, "cardnet": CardNet, "cardnet_wide": cardnet_wide}
 DEFAULT_MODEL = "cardnet"
 
 
