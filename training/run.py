@@ -121,6 +121,10 @@ def resolve_recipe(args: argparse.Namespace):
             values[key] = v
     if values["model"] == "default":
         values["model"] = DEFAULT_MODEL
+    from training.models import MODELS
+
+    if values["model"] not in MODELS:
+        raise SystemExit(f"error: unknown model {values['model']!r}; choose one of {', '.join(MODELS)} or default")
     return Recipe.from_dict(values)
 
 
@@ -344,6 +348,17 @@ def _compare(args, variants: list[tuple[str, dict[str, Any]]], group: str) -> li
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    from shared.dataset_io import ArchiveError
+    from shared.meta import ModelFolderError
+
+    try:
+        return _dispatch(args)
+    except (FileNotFoundError, ArchiveError, ModelFolderError) as exc:  # bad input named on the command line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args) -> int:
     if args.command == "eval":
         eval_command(args)
     elif args.command == "compare-models":
