@@ -203,10 +203,15 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
         p["submergence_m"] = float(rng.uniform(10.0, 200.0))
         p["gas_fraction"] = float(rng.uniform(0.9, 0.99))
         p["dead_space_m"] = -1.0  # resolved below once the pressures are known
-    elif condition == "A05":
-        p["tag_top_m"] = _lerp(0.03, 0.35, s) * p["stroke_m"] / 3.0
-    elif condition == "A06":
-        p["tag_bottom_m"] = _lerp(0.03, 0.35, s) * p["stroke_m"] / 3.0
+    elif condition in ("A05", "A06"):
+        key = "tag_top_m" if condition == "A05" else "tag_bottom_m"
+        p[key] = min(_lerp(0.03, 0.35, s) * p["stroke_m"] / 3.0, 0.35)
+        # Tagging wells are often pumped off too: the tag decides the label, the pump may be part-filled.
+        if rng.random() < 0.35:
+            p["fillage"] = float(rng.uniform(0.6, 0.95))
+            p["submergence_m"] = float(rng.uniform(0.0, 40.0))
+        elif rng.random() < 0.3:
+            p["gas_fraction"] = float(rng.uniform(0.05, 0.25))
     elif condition == "A07":
         p["tv_close_delay_m"] = _lerp(0.08, 0.35, s) * p["stroke_m"]
     elif condition == "A08":
@@ -236,7 +241,7 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     if condition == "A04":
         # Dead space so that full compression of the gas barely (or never) reaches the discharge pressure.
         s_pump = max(wp.stroke_m - wp.rod_stretch_m, 0.3 * wp.stroke_m)
-        ratio = (wp.intake_pa / wp.discharge_pa) ** (1.0 / wp.polytropic_k) * _lerp(1.0, 1.6, s)
+        ratio = (wp.intake_pa / wp.discharge_pa) ** (1.0 / wp.polytropic_k) * _lerp(1.05, 1.8, s)
         ratio = min(ratio, 0.8)
         wp = wp.replace(dead_space_m=float(s_pump * ratio / (1.0 - ratio)))
     return wp, s
