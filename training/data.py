@@ -348,7 +348,8 @@ def split_indices(names: list[str], labels: np.ndarray, holdout: float = 0.1, by
             idx = sorted(np.flatnonzero(labels == c).tolist(), key=lambda i: names[i])
             n_train = int(len(idx) * (1 - holdout))
             if holdout > 0 and n_train == len(idx) and len(idx) > 1:
-                n_train -= 1
+                n_train -= 1  # every class with two or more cards has a holdout card
+            n_train = max(n_train, min(len(idx), 1))  # a lone card is better used for training
             train += idx[:n_train]
             test += idx[n_train:]
     elif by == "well":

@@ -297,8 +297,11 @@ def eval_command(args) -> dict[str, Any]:
 
     model = Path(args.model)
     out = Path(args.out) if args.out else REPO / "runs" / "eval" / f"{model.name}-{Path(args.data).stem}"
-    report = evaluate_folder(model, args.data, out, batch_size=args.batch_size, progress=not args.no_progress,
-                             cache_dir=args.cache_dir)
+    try:
+        report = evaluate_folder(model, args.data, out, batch_size=args.batch_size, progress=not args.no_progress,
+                                 cache_dir=args.cache_dir)
+    except ValueError as exc:  # e.g. no card in a condition folder: nothing to score against
+        raise SystemExit(f"error: {exc}") from None
     print(format_report(report))
     print(f"\nreport: {out / 'report.json'}")
     return report
