@@ -5,7 +5,6 @@ Everything runs on a tiny simulated set (6 cards per class) for one or two epoch
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
