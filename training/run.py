@@ -202,7 +202,6 @@ def _run_name(args, recipe, size: int) -> str:
 
 def train_command(args, cs_bundle=None) -> dict[str, Any]:
     """Train, export and summarise one run. Returns the summary (metrics, paths)."""
-
     from shared.atomic import atomic_write_text
     from training import vdl
     from training.data import class_counts, format_report, write_lists
