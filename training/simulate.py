@@ -12,7 +12,6 @@ batches the physics runs in are fixed by the arguments alone.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import multiprocessing

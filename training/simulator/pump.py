@@ -21,7 +21,8 @@ the rest of the space fills with low-pressure gas: partial fillage). The plunger
   so large that compression barely reaches p_d;
 - leaks (A09/A10): slip flow ∝ √Δp through the traveling/standing valve;
 - late traveling-valve closing (A07): valve held open for the first part of the upstroke;
-- plunger leaving the barrel (A08): barrel open to the tubing above a height near the top;
+- plunger leaving the barrel (A08): above a height near the top a bypass to the tubing opens over
+  ``OUT_RAMP`` of travel, then the barrel is open to the tubing;
 - tagging (A05/A06): a stiff contact spring at the top/bottom of the plunger travel;
 - sand (A11): random Coulomb-like friction at the plunger.
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .params import WellParams
+from .params import STEEL_E, TUBING_AREA, WellParams
 
 LIQUID_BULK = 1.2e9  # Pa, gassy oil/water effective bulk modulus
 P_FLOOR = 2.0e4  # Pa, vapour pressure: the barrel pressure never goes below it
@@ -66,7 +67,6 @@ class PumpBatch:
         self.fluid_load = self.p_d - self.p_i
         anchored = np.array([p.tubing_anchored for p in params])
         depth = f("depth_m")
-        from .params import STEEL_E, TUBING_AREA
         self.c_t = np.where(anchored, 0.0, self.area * depth / (STEEL_E * TUBING_AREA))
         # Minimum compliance (valve seat, cage, trapped gas): keeps the fluid spring on the plunger
         # softer than the explicit time step can carry, so valve transitions do not chatter.
