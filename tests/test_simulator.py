@@ -196,12 +196,15 @@ def test_inertia_rotates_the_card_clockwise(cards):
 
 
 def test_same_seed_same_card_and_different_seed_differs():
-    a = simulate_card("A03", seed=11)
-    b = simulate_card("A03", seed=11)
-    c = simulate_card("A03", seed=12)
+    fast = BASE.replace(spm=8.0, depth_m=1500.0, rod_sections=((1500.0, 0.022),), gas_fraction=0.3, noise_kn=0.2)
+    a = simulate_card("A03", fast, seed=11)
+    b = simulate_card("A03", fast, seed=11)
+    c = simulate_card("A03", fast, seed=12)  # same physics, different load-cell noise
     assert np.array_equal(a.load_kN, b.load_kN) and np.array_equal(a.pump_load_kN, b.pump_load_kN)
-    assert a.params == b.params and not np.array_equal(a.load_kN, c.load_kN) if len(a.load_kN) == len(c.load_kN) \
-        else a.params != c.params
+    assert not np.array_equal(a.load_kN, c.load_kN) and np.array_equal(a.pump_load_kN, c.pump_load_kN)
+    # drawn parameters follow the seed as well
+    assert sample_params("A03", np.random.default_rng(11)) == sample_params("A03", np.random.default_rng(11))
+    assert sample_params("A03", np.random.default_rng(11)) != sample_params("A03", np.random.default_rng(12))
 
 
 @pytest.mark.parametrize("code", CODES)
@@ -219,7 +222,7 @@ def test_sampled_parameters_are_in_field_ranges(code):
 
 
 def test_sampled_cards_of_every_class_have_field_like_loads():
-    specs = [make_spec(code, card_rng(5, code, i)) for code in CODES for i in range(3)]
+    specs = [make_spec(code, card_rng(5, code, 0)) for code in CODES]
     for card in run_specs(specs):
         assert 3.0 < card.load_kN.max() < 160.0, card.params
         assert card.load_kN.min() > -15.0, card.params
