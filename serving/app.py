@@ -18,6 +18,7 @@ Routes (blueprint ``api``):
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 import time
@@ -283,6 +284,11 @@ def model_info():
         "auth": bool(st.config.api_token),
         "uptime_seconds": round(time.time() - st.started, 1),
     }
+    # Under gunicorn the worker loads a checked snapshot of the configured folder (gunicorn.conf.py).
+    if os.environ.get("CARDSENSE_MODEL_SOURCE"):
+        info["service"]["model_source"] = os.environ["CARDSENSE_MODEL_SOURCE"]
+    if os.environ.get("CARDSENSE_RELOAD_STATUS"):
+        info["service"]["reload"] = json.loads(os.environ["CARDSENSE_RELOAD_STATUS"])
     return jsonify(info)
 
 

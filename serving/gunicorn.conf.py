@@ -6,12 +6,25 @@ No ``preload_app``: every worker imports the app and builds its own Paddle predi
 fork (a predictor or CUDA context made in the master breaks in the children). gthread workers:
 each thread borrows its own predictor clone. Prometheus runs in multiprocess mode so ``/metrics``
 adds up all workers.
+
+Model reload without downtime: ``kill -HUP <master pid>``. The master copies the model files of
+``CARDSENSE_MODEL_DIR`` (a folder or a symlink to one) into a private snapshot, checks the snapshot
+in a child process (``python -m serving.reload``: real predictor, warm-up, one card), and only if it
+passes do the new workers load it; otherwise the new workers load the snapshot that was serving,
+the log says ``model reload refused: <reason>`` and ``GET /model`` shows it under
+``service.reload``. Workers always load a snapshot, never the configured folder itself, so a folder
+overwritten or half-written while the service runs never reaches a worker (also not a worker that
+gunicorn replaces after a crash).
 """
 
+import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 
 # Make "serving" and "shared" importable however gunicorn was started.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,10 +73,15 @@ logconfig_dict = {
 }
 
 # Prometheus multiprocess mode: a fresh folder per master, set before any worker imports the client.
+# This file is executed again on every SIGHUP: a folder this master made is recognised and kept
+# (clearing it would reset the counters of the workers still running).
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-if not _metrics_dir:
+if _metrics_dir and _metrics_dir == os.environ.get("_CARDSENSE_OWN_METRICS_DIR"):
+    _own_metrics_dir = True
+elif not _metrics_dir:
     _metrics_dir = tempfile.mkdtemp(prefix="cardsense-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+    os.environ["_CARDSENSE_OWN_METRICS_DIR"] = _metrics_dir
     _own_metrics_dir = True
 else:
     os.makedirs(_metrics_dir, exist_ok=True)
@@ -81,11 +99,99 @@ def on_starting(server):
     """
     from shared.meta import ModelFolderError, load_meta
 
+    from serving.reload import ReloadError, snapshot_model
+
     try:
         load_meta(_cfg.model_dir)
-    except ModelFolderError as exc:
+        snapshot = snapshot_model(_cfg.model_dir)
+    except (ModelFolderError, ReloadError) as exc:
         server.log.error("cannot serve %s: %s", _cfg.model_dir, exc)
         raise SystemExit(f"CardSense: cannot serve {_cfg.model_dir}: {exc}") from None
+    server.cardsense_snapshots = [snapshot]
+    server.cardsense_reload = {"reloads": 0, "ok": None, "reason": "", "source": str(_cfg.model_dir)}
+
+
+def _check_snapshot(snapshot: str) -> str:
+    """Run ``python -m serving.reload`` on a snapshot in a child process; "" if servable, else why not."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "serving.reload", snapshot], cwd=_ROOT, capture_output=True, text=True,
+            timeout=max(timeout, 30), env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)},
+        )
+    except subprocess.TimeoutExpired:
+        return f"checking the model took longer than {max(timeout, 30)} s"
+    if proc.returncode == 0:
+        return ""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"model check exited with status {proc.returncode}"
+
+
+def on_reload(server):
+    """SIGHUP: snapshot and check the configured model; switch to it only if it passes."""
+    from serving.reload import ReloadError, snapshot_model
+
+    snapshots = getattr(server, "cardsense_snapshots", [])
+    status = getattr(server, "cardsense_reload", {"reloads": 0})
+    status = {"reloads": status.get("reloads", 0) + 1, "source": str(_cfg.model_dir),
+              "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        candidate = str(snapshot_model(_cfg.model_dir))
+    except ReloadError as exc:
+        candidate, reason = None, str(exc)
+    else:
+        reason = _check_snapshot(candidate)
+    if reason:
+        if candidate:
+            shutil.rmtree(candidate, ignore_errors=True)
+        status.update(ok=False, reason=reason)
+        server.log.error("model reload refused: %s; still serving the previous model", reason)
+    else:
+        # Keep the previous snapshot until the next reload: old workers may still be finishing.
+        for old in snapshots[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+        server.cardsense_snapshots = [*snapshots[-1:], candidate]
+        status.update(ok=True, reason="")
+        server.log.info("model reload: checked %s, new workers load it", _cfg.model_dir)
+    server.cardsense_reload = status
+    # gunicorn stops the old workers as soon as it has forked the new ones, which then take seconds
+    # to import Paddle and warm up: the service would answer nobody meanwhile. Keep the old workers
+    # serving instead (raise the worker count for now); each new worker, once ready, stops one old
+    # worker gracefully and sends SIGTTOU (gunicorn: one worker fewer), so the count comes back.
+    server.cardsense_retire_pids = list(server.WORKERS)
+    server.num_workers = len(server.WORKERS) + server.cfg.workers
+
+
+def pre_fork(server, worker):
+    """Give each worker forked by a reload one old worker to stop once it is ready itself."""
+    pending = getattr(server, "cardsense_retire_pids", [])
+    worker.cardsense_retire_pid = pending.pop(0) if pending else None
+
+
+def post_worker_init(worker):
+    """Give the worker gunicorn's signal handlers back once the app (and Paddle) is loaded.
+
+    Importing Paddle installs C-level handlers for SIGTERM and others that print a C++ trace and kill
+    the process at once: a worker stopped by a reload, ``max_requests`` or shutdown would drop the
+    requests it is handling. gunicorn's own handlers stop accepting and finish them first.
+    """
+    worker.init_signals()
+    old = getattr(worker, "cardsense_retire_pid", None)
+    if old:
+        try:
+            os.kill(old, signal.SIGTERM)
+        except ProcessLookupError:  # it has gone already
+            pass
+        os.kill(worker.ppid, signal.SIGTTOU)
+
+
+def post_fork(server, worker):
+    """In the new worker: load the checked snapshot, and know the last reload's outcome (``GET /model``)."""
+    snapshots = getattr(server, "cardsense_snapshots", None)
+    if snapshots:
+        os.environ["CARDSENSE_MODEL_DIR"] = str(snapshots[-1])
+    os.environ["CARDSENSE_MODEL_SOURCE"] = str(_cfg.model_dir)
+    os.environ["CARDSENSE_RELOAD_STATUS"] = json.dumps(getattr(server, "cardsense_reload", {}), ensure_ascii=False)
 
 
 def child_exit(server, worker):
@@ -96,9 +202,11 @@ def child_exit(server, worker):
 
 
 def on_exit(server):
-    """Remove the metrics folder this master created."""
+    """Remove the metrics folder this master created and the model snapshots."""
     if _own_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
+    for snapshot in getattr(server, "cardsense_snapshots", []):
+        shutil.rmtree(snapshot, ignore_errors=True)
 
 
 def when_ready(server):

@@ -1,0 +1,129 @@
+"""Check a candidate model folder before the service switches to it (zero-downtime reload).
+
+    python -m serving.reload MODEL_DIR        # exit 0: servable; exit 1: the reason on stderr
+
+gunicorn's master runs this in a child process on every ``SIGHUP`` (``serving/gunicorn.conf.py``,
+``on_reload``), on a private snapshot of the configured model folder, before any new worker sees it.
+It builds the real predictor with the service's settings (``CARDSENSE_*``), warms up every batch
+shape and classifies a generated card, so a folder that is half-written, from another framework
+version, with an unknown preprocessing, a network that does not match ``meta.json`` or outputs that
+are not probabilities is refused, and the service keeps the model it was serving. Paddle is only
+ever imported in this child, never in the gunicorn master.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from shared.meta import META_FILE, model_files
+
+SNAPSHOT_PREFIX = "cardsense-model-"
+
+
+class ReloadError(RuntimeError):
+    """The candidate model cannot be served; the message says why."""
+
+
+def snapshot_model(source: str | os.PathLike, parent: str | os.PathLike | None = None) -> Path:
+    """Copy the model files of ``source`` into a new private folder and return it.
+
+    The folder is opened once and its files are read relative to that handle, so a folder swapped
+    while we copy (``shared.atomic.atomic_directory``) gives one consistent generation, never half
+    of each. Only ``inference.json``, ``inference.pdiparams`` and ``meta.json`` are copied.
+
+    Raises:
+        ReloadError: the folder or one of its files cannot be read.
+    """
+    source = Path(source)
+    names = [p.name for p in model_files(source)] + [META_FILE]
+    target = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX, dir=parent))  # mode 0700
+    try:
+        try:
+            dir_fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise ReloadError(f"cannot open the model folder {source}: {exc.strerror}") from None
+        try:
+            for name in names:
+                try:
+                    fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
+                except OSError as exc:
+                    raise ReloadError(f"{source}/{name}: {exc.strerror}") from None
+                with os.fdopen(fd, "rb") as src, open(target / name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        shutil.rmtree(target, ignore_errors=True)
+        raise
+    return target
+
+
+def check_model(model_dir: str | os.PathLike, env: dict[str, str] | None = None) -> dict:
+    """Build and exercise the predictor the service would build for ``model_dir``.
+
+    Returns:
+        ``{"name", "version", "sha256", "labels"}`` of the model.
+
+    Raises:
+        ReloadError: the model cannot be served (the message says why).
+    """
+    import numpy as np
+
+    from serving.config import ConfigError, ServingConfig
+    from serving.predictor import Predictor, StartupError
+    from shared.cards import CardError, render_card_png
+
+    try:
+        cfg = ServingConfig.from_env(os.environ if env is None else env)
+    except ConfigError as exc:
+        raise ReloadError(str(exc)) from None
+    try:
+        predictor = Predictor(
+            model_dir, device=cfg.device, cpu_threads=cfg.cpu_threads, pool_size=1, batch_sizes=cfg.batch_sizes,
+            gpu_id=cfg.gpu_id, gpu_mem_mb=cfg.gpu_mem_mb, tensorrt=cfg.tensorrt, trt_cache_dir=cfg.trt_cache_dir,
+        )
+    except StartupError as exc:
+        raise ReloadError(str(exc)) from None
+    # One real card through the whole path: decode, preprocess, network, probabilities.
+    t = np.linspace(0.0, 2.0 * np.pi, 200, endpoint=False)
+    position = 1.5 * (1.0 - np.cos(t))
+    load = np.where(t < np.pi, 40.0 + 30.0 * np.clip(position / 3.0 * 8, 0, 1),
+                    70.0 - 30.0 * np.clip((1 - position / 3.0) * 8, 0, 1))
+    try:
+        x = predictor.prepare(render_card_png(position, load), "png")
+        probs = predictor.predict(np.stack([x] * max(cfg.batch_sizes)))
+    except CardError as exc:
+        raise ReloadError(f"the model's preprocessing refuses a valid card: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any failure of the network on a real card refuses the model
+        raise ReloadError(f"the network fails on a valid card: {type(exc).__name__}: {exc}") from None
+    n = len(predictor.codes)
+    if probs.shape != (max(cfg.batch_sizes), n) or not np.isfinite(probs).all():
+        raise ReloadError(f"the network returns {probs.shape} values (finite: {bool(np.isfinite(probs).all())}); "
+                          f"expected probabilities for {n} labels")
+    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3) or (probs < -1e-6).any():
+        raise ReloadError("the network's outputs are not probabilities (they do not sum to 1)")
+    return {**predictor.model_id, "sha256": predictor.sha256, "labels": list(predictor.codes)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m serving.reload MODEL_DIR``: 0 and a JSON line if servable, 1 and the reason if not."""
+    parser = argparse.ArgumentParser(prog="python -m serving.reload", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model_dir", help="model folder to check (inference.json, inference.pdiparams, meta.json)")
+    args = parser.parse_args(argv)
+    try:
+        info = check_model(args.model_dir)
+    except ReloadError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(json.dumps(info, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
