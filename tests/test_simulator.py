@@ -225,7 +225,7 @@ def test_sampled_cards_of_every_class_have_field_like_loads():
     specs = [make_spec(code, card_rng(5, code, 0)) for code in CODES]
     for card in run_specs(specs):
         assert 3.0 < card.load_kN.max() < 160.0, card.params
-        assert card.load_kN.min() > -15.0, card.params
+        assert card.load_kN.min() >= 0.0, card.params  # the load cell never reads tension below zero
         assert np.ptp(card.load_kN) > 2.0
 
 

@@ -79,6 +79,9 @@ def _finish(spec: CardSpec, rod: RodResult) -> SimulatedCard:
     phase = np.linspace(0.0, 1.0, p.points)
     position = polished_rod_position(phase, p.stroke_m, p.crank_ratio, p.time_asymmetry)
     load = np.interp(phase, rod.phase, rod.surface_load_n) / 1000.0 + p.noise_kn * spec.noise
+    # The polished rod cannot push the carrier bar: when the rod top would go into compression the
+    # clamp lifts off the load cell, which then reads zero (the 0 kN samples of field "pump hitting down").
+    load = np.maximum(load, 0.0)
     pump_pos = np.interp(phase, rod.phase, rod.pump_position_m)
     pump_load = np.interp(phase, rod.phase, rod.pump_load_n) / 1000.0
     return SimulatedCard(spec.condition, spec.severity, p, position, load, pump_pos - pump_pos.min(), pump_load)

@@ -221,7 +221,7 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     elif condition == "A10":
         p["sv_leak"] = _lerp(0.1, 0.75, s)
     elif condition == "A12":  # heavy rods, fast pumping: inertia rotates the card
-        p["depth_m"] = float(rng.uniform(1200.0, 2600.0))
+        p["depth_m"] = float(rng.uniform(1000.0, 2200.0))
         p["rod_sections"] = _rod_string(p["depth_m"], rng)
         p["submergence_m"] = float(rng.uniform(60.0, 0.5 * p["depth_m"]))
         p["plunger_d_m"] = float(rng.choice(PLUNGER_DIAMETERS[:5]))
