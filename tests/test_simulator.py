@@ -232,3 +232,13 @@ def test_sampled_cards_of_every_class_have_field_like_loads():
 def test_unknown_condition_is_rejected_with_the_valid_codes():
     with pytest.raises(KeyError, match="A01"):
         simulate_card("A13", seed=0)
+
+
+def test_engineer_question_sixty_percent_filled_pump_at_1800_m():
+    params = WellParams(depth_m=1800.0, fillage=0.6, submergence_m=10.0, noise_kn=0.0)
+    assert sum(length for length, _ in params.rod_sections) == pytest.approx(1800.0)  # taper scaled to depth
+    card = simulate_card("A02", params, seed=0)
+    _, down = _halves(card)
+    assert 0.3 < _first_below(*down, _mid(card)) < 0.8  # pounds after about 40 % of the downstroke
+    pump_x, pump_f = _halves_pump(card)
+    assert _first_below(pump_x, pump_f, 0.5 * card.pump_load_kN.max()) < 0.75

@@ -63,6 +63,16 @@ class WellParams:
     noise_kn: float = 0.1  # load-cell noise (standard deviation, kN)
     points: int = 200
 
+    def __post_init__(self) -> None:
+        # Rod sections always span the pump depth: scale their lengths when they do not (e.g. only
+        # depth_m was given), keeping the taper proportions.
+        total = sum(length for length, _ in self.rod_sections)
+        if total <= 0 or not self.rod_sections:
+            raise ValueError("rod_sections needs at least one (length, diameter) section")
+        if abs(total - self.depth_m) > 1e-6 * self.depth_m:
+            scaled = tuple((length * self.depth_m / total, d) for length, d in self.rod_sections)
+            object.__setattr__(self, "rod_sections", scaled)
+
     @property
     def plunger_area(self) -> float:
         return math.pi * self.plunger_d_m**2 / 4.0
