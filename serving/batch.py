@@ -19,11 +19,12 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import multiprocessing
 import os
 import sys
 import time
-from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Iterator
@@ -33,6 +34,7 @@ import numpy as np
 from shared.atomic import atomic_output_file
 from shared.cards import CardError
 from shared.dataset_io import CARD_SUFFIXES, ArchiveError, CardFile, CardSource, iter_cards
+from shared.preprocess import filled_card_bytes, to_model_input
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +82,51 @@ class Row:
     error: str = ""
 
 
+def _init_worker() -> None:
+    import cv2  # noqa: PLC0415
+
+    cv2.setNumThreads(0)  # one process per core already; cv2's own pool would only compete
+
+
+def _prepare_chunk(config, items: list[tuple[str, bytes] | str]) -> list[tuple[np.ndarray | None, str]]:
+    """Worker: ``(kind, bytes)`` items -> ``(filled uint8 card, "")`` or ``(None, error)``; str items are errors."""
+    out: list[tuple[np.ndarray | None, str]] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append((None, item))
+            continue
+        try:
+            out.append((filled_card_bytes(item[1], item[0], config), ""))
+        except CardError as exc:
+            out.append((None, str(exc)))
+    return out
+
+
+def make_pool(workers: int) -> ProcessPoolExecutor | None:
+    """Processes that decode and fill cards (``None`` for ``workers <= 1``: the caller's process does it).
+
+    Processes, not threads: the per-card work is many short OpenCV and numpy calls, and the Python
+    between them holds the GIL. ``spawn``: the workers import only numpy and cv2, never Paddle, so it
+    is safe to start them before or after the predictor exists.
+    """
+    if workers <= 1:
+        return None
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
+    for _ in range(workers):  # start the workers now, while the caller loads the model
+        pool.submit(_init_worker)
+    return pool
+
+
 def score_source(
-    predictor, source: CardSource, batch_size: int, progress=None, report_skipped: bool = True, workers: int = 1
+    predictor, source: CardSource, batch_size: int, progress=None, report_skipped: bool = True, workers: int = 1,
+    pool: ProcessPoolExecutor | None = None,
 ) -> Iterator[Row]:
     """Yield one :class:`Row` per card of ``source``, in the source's order, predicting in batches.
+
+    Cards are read here (the safe reader), decoded and filled by ``workers`` processes, and the
+    network runs here on one batch while the workers fill the next ones, so decoding -- the slow
+    part -- overlaps inference. At most ``2 * workers + 2`` batches are in flight, so memory does not
+    grow with the number of cards.
 
     Args:
         predictor: a :class:`serving.predictor.Predictor`.
@@ -92,45 +135,62 @@ def score_source(
         progress: optional tqdm bar, advanced once per card.
         report_skipped: end with error rows for card files the safe reader refused (the reader
             lists them for the whole archive, so of several shards only the last reports them).
-        workers: threads that decode and preprocess cards (OpenCV releases the GIL); decoding,
-            not the network, is the slow part of batch scoring.
+        workers: processes that decode and fill cards (1: all in this process).
+        pool: an executor from :func:`make_pool` to use instead of starting one here.
     """
     seen: set[tuple[str, str]] = set()
+    config = predictor.preprocess
+    own_pool = pool is None and workers > 1
+    if own_pool:
+        pool = make_pool(workers)
+    in_flight: deque = deque()
+    limit = 2 * max(workers, 1) + 2
 
-    def prepare(card: CardFile) -> tuple[Row, np.ndarray | None]:
-        row = Row(card.id, card.name, card.label)
-        try:
-            kind, data = card_payload(card)
-            return row, predictor.prepare(data, kind)
-        except CardError as exc:
-            row.error = str(exc)
-            return row, None
+    def submit(chunk: list[CardFile]) -> None:
+        rows, items = [], []
+        for card in chunk:
+            rows.append(Row(card.id, card.name, card.label))
+            try:
+                items.append(card_payload(card))
+            except CardError as exc:
+                items.append(str(exc))
+        job = pool.submit(_prepare_chunk, config, items) if pool is not None else _prepare_chunk(config, items)
+        in_flight.append((rows, job))
 
-    def score(chunk: list[CardFile], pool) -> list[Row]:
-        prepared = list(pool.map(prepare, chunk)) if pool is not None else [prepare(c) for c in chunk]
-        good = [(row, x) for row, x in prepared if x is not None]
+    def finish() -> list[Row]:
+        rows, job = in_flight.popleft()
+        prepared = job.result() if pool is not None else job
+        good = []
+        for row, (filled, error) in zip(rows, prepared):
+            if filled is None:
+                row.error = error
+            else:
+                good.append((row, filled))
         if good:
-            probs = predictor.predict(np.stack([x for _, x in good]))
+            probs = predictor.predict(np.stack([to_model_input(f) for _, f in good]))
             for (row, _), p in zip(good, probs):
                 row.probs = p
         if progress is not None:
-            progress.update(len(chunk))
-        return [row for row, _ in prepared]
+            progress.update(len(rows))
+        return rows
 
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="prepare") if workers > 1 else None
     try:
         chunk: list[CardFile] = []
         for card in source:
             seen.add((card.folder, card.id))
             chunk.append(card)
             if len(chunk) >= batch_size:
-                yield from score(chunk, pool)
+                submit(chunk)
                 chunk = []
+                while len(in_flight) >= limit:
+                    yield from finish()
         if chunk:
-            yield from score(chunk, pool)
+            submit(chunk)
+        while in_flight:
+            yield from finish()
     finally:
-        if pool is not None:
-            pool.shutdown(wait=True)
+        if own_pool:
+            pool.shutdown(wait=True, cancel_futures=True)
     if not report_skipped:
         return
     for card_id, name, reason in skipped_card_members(source, seen):
@@ -172,7 +232,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32, help="cards per inference call (default 32)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=os.environ.get("CARDSENSE_DEVICE", "auto"))
     parser.add_argument(
-        "--cpu-threads", type=int, default=os.cpu_count() or 1, help="math-library threads on CPU (default: all cores)"
+        "--cpu-threads", type=int, default=0,
+        help="math-library threads on CPU (default 0: 1 when worker processes fill the cards, else all cores)",
     )
     parser.add_argument(
         "--shard", type=_shard, default=None, metavar="K/N",
@@ -180,7 +241,8 @@ def get_args_parser() -> argparse.ArgumentParser:
              "indexed Job; the shard outputs concatenated in K order equal the unsharded file",
     )
     parser.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="threads decoding cards (default: all cores)"
+        "--workers", type=int, default=os.cpu_count() or 1,
+        help="processes decoding and filling cards while the network runs (default: all cores; 1: none)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -206,17 +268,28 @@ def main(argv: list[str] | None = None) -> int:
     import cv2  # noqa: PLC0415
 
     cv2.setNumThreads(0)  # Paddle uses the cores; cv2's pool would only compete
-    from serving.config import DEFAULT_MODEL_DIR  # noqa: PLC0415
-    from serving.predictor import Predictor, StartupError  # noqa: PLC0415 - heavy (Paddle)
-
     try:
         source = iter_cards(args.input, shard=args.shard)
     except ArchiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    pool = make_pool(args.workers)  # the workers start while Paddle is imported and the model loads
+    try:
+        return _score(args, source, pool)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
+    from serving.config import DEFAULT_MODEL_DIR  # noqa: PLC0415
+    from serving.predictor import Predictor, StartupError  # noqa: PLC0415 - heavy (Paddle)
+
+    # With worker processes filling cards, one math thread leaves the other core(s) to them.
+    cpu_threads = args.cpu_threads or (1 if pool is not None else os.cpu_count() or 1)
     try:
         predictor = Predictor(
-            args.model or DEFAULT_MODEL_DIR, device=args.device, cpu_threads=args.cpu_threads,
+            args.model or DEFAULT_MODEL_DIR, device=args.device, cpu_threads=cpu_threads,
             pool_size=1, batch_sizes=sorted({1, args.batch_size}),
         )
     except StartupError as exc:
@@ -235,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             writer = csv.writer(fh)
             writer.writerow(["id", "label", "name", "confidence", *predictor.codes, "error"])
             _write_rows(writer, predictor, score_source(
-                predictor, source, args.batch_size, bar, report_skipped=last_shard, workers=args.workers
+                predictor, source, args.batch_size, bar, report_skipped=last_shard, workers=args.workers, pool=pool
             ), summary, truth)
     elapsed = time.perf_counter() - started
 

@@ -215,9 +215,35 @@ def filled_card(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> n
     return cv2.dilate(_crop_and_rescale(centre, config.height, config.width), _OUTPUT_LINE)
 
 
+def to_model_input(filled: np.ndarray) -> np.ndarray:
+    """Filled card ``uint8 [H, W]`` (from :func:`filled_card`) -> model input ``float32 [1, H, W]`` in [0, 1].
+
+    Split from :func:`preprocess_ink` so a batch scorer can move the 4x smaller ``uint8`` card between
+    processes and scale it where it is batched; the result is the same bits either way.
+    """
+    return (filled.astype(np.float32) / np.float32(255.0))[None]
+
+
 def preprocess_ink(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
     """Outline mask (from :func:`shared.cards.decode_card_png`) -> model input ``float32 [1, H, W]`` in [0, 1]."""
-    return (filled_card(ink, config).astype(np.float32) / np.float32(255.0))[None]
+    return to_model_input(filled_card(ink, config))
+
+
+def filled_card_bytes(data: bytes, kind: str, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
+    """Card file bytes (``kind`` ``"png"`` or ``"csv"``) -> filled card ``uint8 [H, W]``.
+
+    ``to_model_input(filled_card_bytes(data, kind))`` equals :func:`preprocess_png` /
+    :func:`preprocess_csv` of the same bytes. Needs only numpy and cv2 (no Paddle), so it is what
+    the batch scorer's worker processes run.
+
+    Raises:
+        CardError: the file is not a usable card, or ``kind`` is neither ``png`` nor ``csv``.
+    """
+    if kind == "png":
+        return filled_card(decode_card_png(data), config)
+    if kind == "csv":
+        return filled_card(card_ink(read_card_csv(data)), config)
+    raise CardError(f"unsupported card type {kind!r}; expected png or csv")
 
 
 def preprocess_png(source: bytes | str | os.PathLike, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:

@@ -1,0 +1,165 @@
+"""Benchmark 2: ``POST /classify`` on a real gunicorn on loopback, against a minimal Flask app.
+
+Load comes from ``wrk`` (Debian package ``wrk``) when it is installed -- a C client that leaves the
+cores to the server -- else from ``serving.loadtest`` (Python threads, which compete with the server
+for the same cores and so understate the server). Server time is the ``elapsed_ms`` the service
+reports, read by a sequential client at concurrency 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.common import REPO, free_port, load, median, python
+from bench.data import base_cards
+
+
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read()[-2000:] if proc.stderr else ''}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+class Server:
+    """A server subprocess on 127.0.0.1 (gunicorn with the service, or the baseline Flask app)."""
+
+    def __init__(self, kind: str, model: str, workers: int = 2, threads: int = 1):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        self.log = tempfile.TemporaryFile("w+")
+        if kind == "service":
+            env.update({"CARDSENSE_MODEL_DIR": model, "CARDSENSE_BIND": f"127.0.0.1:{self.port}",
+                        "CARDSENSE_WORKERS": str(workers), "CARDSENSE_THREADS": str(threads),
+                        "CARDSENSE_ACCESS_LOG": "", "CARDSENSE_LOG_LEVEL": "warning"})
+            env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+            cmd = [python(), "-m", "gunicorn", "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"]
+            ready = "/readyz"
+        else:
+            cmd = [python(), "-m", "bench.baselines", "serve", "--model", model, "--port", str(self.port)]
+            ready = "/healthz"
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self.log, stderr=self.log,
+                                     start_new_session=True)
+        try:
+            _wait_ready(self.url + ready, self.proc)
+            if kind == "service":  # every worker must be up before load starts
+                time.sleep(1.0)
+                for _ in range(4 * workers):
+                    _wait_ready(self.url + ready, self.proc)
+        except Exception:
+            self.stop()
+            raise
+
+    def worker_rss_mib(self) -> list[float]:
+        import psutil  # noqa: PLC0415
+
+        kids = psutil.Process(self.proc.pid).children(recursive=True)
+        return [round(k.memory_info().rss / 2**20, 1) for k in kids] or \
+            [round(psutil.Process(self.proc.pid).memory_info().rss / 2**20, 1)]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def server_time_ms(url: str, cards: list[bytes], n: int) -> dict:
+    """Sequential requests: the service's own ``elapsed_ms`` and the client's round trip, medians."""
+    import http.client  # noqa: PLC0415
+
+    host, port = url.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    server, client = [], []
+    for i in range(n):
+        started = time.perf_counter()
+        conn.request("POST", "/classify", body=cards[i % len(cards)], headers={"Content-Type": "image/png"})
+        resp = conn.getresponse()
+        body = resp.read()
+        client.append((time.perf_counter() - started) * 1000)
+        if resp.status != 200:
+            raise RuntimeError(f"/classify answered {resp.status}: {body[:200]!r}")
+        if resp.getheader("Connection", "").lower() == "close":
+            conn.close()
+            conn = http.client.HTTPConnection(host, int(port), timeout=30)
+        server.append(json.loads(body)["elapsed_ms"])
+    conn.close()
+    server.sort()
+    return {"server_p50_ms": median(server), "server_p95_ms": server[int(0.95 * (len(server) - 1))],
+            "client_p50_ms": median(client)}
+
+
+def load_wrk(url: str, card_paths: list[Path], concurrency: int, seconds: float) -> dict:
+    threads = max(1, min(2, concurrency))
+    env = {**os.environ, "CARDSENSE_BENCH_CARDS": ":".join(str(p) for p in card_paths)}
+    proc = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--timeout", "10s",
+         "-s", str(REPO / "bench" / "wrk_classify.lua"), url + "/classify"],
+        env=env, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {proc.stdout[-1000:]} {proc.stderr[-1000:]}")
+    raw = json.loads(line[len("WRK_JSON "):])
+    errors = sum(raw["errors"].values())
+    return {"req_s": raw["requests"] / (raw["duration_us"] / 1e6), "p50_ms": raw["p50_us"] / 1000,
+            "p95_ms": raw["p95_us"] / 1000, "p99_ms": raw["p99_us"] / 1000, "requests": raw["requests"],
+            "errors": errors}
+
+
+def load_python(url: str, card_paths: list[Path], concurrency: int, seconds: float) -> dict:
+    from serving.loadtest import run  # noqa: PLC0415
+
+    cards = [(p.read_bytes(), "image/png") for p in card_paths]
+    stats = run(url, cards, concurrency, seconds)
+    errors = sum(v for k, v in stats["statuses"].items() if k != "200")
+    return {"req_s": stats["requests_per_s"], "p50_ms": stats["p50_ms"], "p95_ms": stats["p95_ms"],
+            "p99_ms": stats["p99_ms"], "requests": stats["requests"], "errors": errors}
+
+
+def bench_serve(model: str, concurrencies: list[int], seconds: float, repeats: int, workers: int, threads: int,
+                server_requests: int, per_class: int = 100, log=print) -> dict:
+    """Interleaved service / baseline runs at each concurrency; medians over ``repeats``."""
+    card_paths = base_cards(per_class)[::12][:100] or base_cards(per_class)
+    cards = [p.read_bytes() for p in card_paths]
+    generator = "wrk" if shutil.which("wrk") else "python (serving.loadtest)"
+    loader = load_wrk if shutil.which("wrk") else load_python
+    out: dict = {"generator": generator, "workers": workers, "threads": threads, "seconds": seconds,
+                 "service": {}, "baseline": {}}
+    for kind in ("baseline", "service"):
+        server = Server(kind, model, workers, threads)
+        try:
+            loader(server.url, card_paths, max(concurrencies), 2.0)  # warm every worker and thread
+            out[kind]["c1_server"] = server_time_ms(server.url, cards, server_requests)
+            for c in concurrencies:
+                runs = []
+                for _ in range(repeats):
+                    runs.append(loader(server.url, card_paths, c, seconds))
+                    log(f"  {kind} c={c}: {runs[-1]['req_s']:.0f} req/s p50 {runs[-1]['p50_ms']:.1f} ms "
+                        f"p99 {runs[-1]['p99_ms']:.1f} ms errors {runs[-1]['errors']} (load {load()})")
+                out[kind][str(c)] = {k: median([r[k] for r in runs]) for k in ("req_s", "p50_ms", "p95_ms", "p99_ms")}
+                out[kind][str(c)]["errors"] = sum(r["errors"] for r in runs)
+                out[kind][str(c)]["all_req_s"] = [round(r["req_s"], 1) for r in runs]
+            out[kind]["rss_mib"] = server.worker_rss_mib()
+        finally:
+            server.stop()
+    return out
