@@ -157,8 +157,9 @@ def on_reload(server):
     # gunicorn stops the old workers as soon as it has forked the new ones, which then take seconds
     # to import Paddle and warm up: the service would answer nobody meanwhile. Keep the old workers
     # serving instead (raise the worker count for now); each new worker, once ready, stops one old
-    # worker gracefully and sends SIGTTOU (gunicorn: one worker fewer), so the count comes back.
+    # worker gracefully, and the count comes back down as the master reaps them (child_exit).
     server.cardsense_retire_pids = list(server.WORKERS)
+    server.cardsense_retiring = set(server.WORKERS)
     server.num_workers = len(server.WORKERS) + server.cfg.workers
 
 
@@ -182,7 +183,6 @@ def post_worker_init(worker):
             os.kill(old, signal.SIGTERM)
         except ProcessLookupError:  # it has gone already
             pass
-        os.kill(worker.ppid, signal.SIGTTOU)
 
 
 def post_fork(server, worker):
@@ -195,10 +195,15 @@ def post_fork(server, worker):
 
 
 def child_exit(server, worker):
-    """Merge a dead worker's live gauges away (counters and histograms are kept)."""
+    """Merge a dead worker's live gauges away (counters and histograms are kept); after a reload,
+    bring the worker count back down as the old workers leave."""
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    retiring = getattr(server, "cardsense_retiring", set())
+    if worker.pid in retiring:  # an old worker after a reload: not to be replaced
+        retiring.discard(worker.pid)
+        server.num_workers = max(server.cfg.workers, server.num_workers - 1)
 
 
 def on_exit(server):
