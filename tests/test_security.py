@@ -76,8 +76,7 @@ def test_docker_image_runs_as_non_root_without_secrets():
 def test_serving_dependencies_are_pinned():
     lines = [line.split("#")[0].strip() for line in (REPO / "requirements-serve.txt").read_text().splitlines()]
     loose = [line for line in lines if line and not line.startswith("-r") and "==" not in line]
-    # numpy is a range (>=2.0,<3) on purpose of the requirements owner; reported in SECURITY.md.
-    assert [line for line in loose if not line.startswith("numpy")] == [], loose
+    assert loose == [], loose
 
 
 def test_security_md_states_limits_and_how_to_run_the_suite():
