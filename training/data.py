@@ -106,7 +106,7 @@ def resolve_source(data: str, cache_dir: str | os.PathLike | None = None, sim_pe
     per_class = sim_per_class or DEFAULT_SIM["per_class"]
     seed = DEFAULT_SIM["seed"] if sim_seed is None else sim_seed
     cache_dir = Path(cache_dir or default_cache_dir())
-    out = cache_dir / f"sim-{per_class}-{seed}"
+    out = cache_dir / f"sim-{per_class}-{seed}-{simulator_digest()}"
     train = out / "train"
     if not (out / "simulator.json").is_file() or not train.is_dir():
         from training.simulate import generate_dataset
@@ -114,6 +114,16 @@ def resolve_source(data: str, cache_dir: str | os.PathLike | None = None, sim_pe
         log.info("generating the simulated dataset (%d cards per class, seed %d) into %s", per_class, seed, out)
         generate_dataset(out, per_class, seed=seed, progress=progress)
     return train
+
+
+def simulator_digest() -> str:
+    """Short hash of the simulator's source, so a changed simulator never reuses stale cached cards."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha1()
+    for f in sorted([root / "simulate.py", *(root / "simulator").glob("*.py")]):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:8]
 
 
 def _quick_key(path: Path) -> str:
