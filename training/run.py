@@ -204,7 +204,7 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
     """Train, export and summarise one run. Returns the summary (metrics, paths)."""
     from shared.atomic import atomic_write_text
     from training import vdl
-    from training.data import class_counts, format_report, write_lists
+    from training.data import DEFAULT_SIM, class_counts, format_report, simulator_digest, write_lists
     from training.export import export_model
     from training.models import count_parameters
     from training.train import fit, init_distributed
@@ -266,7 +266,9 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
                     "recipe": recipe.to_dict(),
                     "data": {"source": args.data if args.data == "sim" else Path(cs.source).name,
                              "fingerprint": cs.fingerprint, "cards": len(cs), "split": recipe.split,
-                             "holdout": recipe.holdout, "train_per_class": class_counts(cs.labels[balanced])},
+                             "holdout": recipe.holdout, "train_per_class": class_counts(cs.labels[balanced]),
+                             **({"simulator": {"digest": simulator_digest(), "per_class": recipe.sim_per_class,
+                                               "seed": DEFAULT_SIM["seed"]}} if args.data == "sim" else {})},
                     "parameters": result["parameters"], "run": name,
                 })
                 result["export"] = str(out)
