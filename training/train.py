@@ -27,7 +27,7 @@ import paddle.nn.functional as F
 from shared.atomic import atomic_directory, atomic_write_text
 from shared.labels import CODES
 from training import vdl
-from training.data import CardSet, augmented_inputs
+from training.data import DEFAULT_SIM, CardSet, augmented_inputs
 from training.models import build_model, split_stem
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class Recipe:
     augment: bool = False
     patience: int = 4
     preprocess: str = "default"
-    sim_per_class: int = 600
+    sim_per_class: int = DEFAULT_SIM["per_class"]
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
