@@ -84,5 +84,8 @@ def summarise(runs: list[Run]) -> dict:
         "end_to_end_cards_s": median([cards / r.wall for r in runs]),
         "steady_cards_s": median([cards / r.extra["scoring_s"] for r in runs]),
         "peak_mib": median([r.peak_mib for r in runs]),
+        # CPU time per card (start-up included): how much work, whatever else the machine is doing.
+        "cpu_ms_per_card": median([1000 * r.cpu_s / cards for r in runs]),
+        "cpu_s": median([r.cpu_s for r in runs]),
         "all_end_to_end": [round(cards / r.wall, 1) for r in runs],
     }

@@ -96,6 +96,7 @@ class Run:
 
     wall: float
     peak_mib: float
+    cpu_s: float  # user + system seconds of the process and the children it waited for (its workers)
     stdout: str
     stderr: str
     returncode: int
@@ -104,16 +105,21 @@ class Run:
 
 def run_timed(cmd: list[str], env: dict | None = None, timeout: float = 3600) -> Run:
     """Run ``cmd`` from the repository root, timing it and sampling its memory."""
+    import resource  # noqa: PLC0415
+
     full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     mem = PeakMemory(proc.pid)
     out, err = proc.communicate(timeout=timeout)
     wall = time.perf_counter() - started
     peak = mem.stop()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return Run(wall, peak, out, err, proc.returncode)
+    return Run(wall, peak, cpu, out, err, proc.returncode)
 
 
 def python() -> str:

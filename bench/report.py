@@ -33,23 +33,26 @@ def render(r: dict) -> str:
     if b:
         c, n = b["cli"], b["notebook"]
         out += [f"## 1. Batch scoring ({b['cards']:,} simulated cards, PNG folder)", "",
-                "| | cards/s end to end | cards/s after start-up | start-up s | wall s | peak memory MiB | repeats |",
-                "|---|---:|---:|---:|---:|---:|---:|",
+                "| | cards/s end to end | cards/s after start-up | start-up s | wall s | CPU ms per card | "
+                "peak memory MiB | repeats |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|",
                 f"| `python -m serving.batch` | {_f(c['end_to_end_cards_s'])} | {_f(c['steady_cards_s'])} | "
-                f"{_f(c['startup_s'], 1)} | {_f(c['wall_s'], 1)} | {_f(c['peak_mib'])} | {c['repeats']} |",
+                f"{_f(c['startup_s'], 1)} | {_f(c['wall_s'], 1)} | {_f(c.get('cpu_ms_per_card'), 2)} | "
+                f"{_f(c['peak_mib'])} | {c['repeats']} |",
                 f"| notebook-style loop (cv2.imread + fill + `jit.load` dygraph, batch 128) | "
                 f"{_f(n['end_to_end_cards_s'])} | {_f(n['steady_cards_s'])} | {_f(n['startup_s'], 1)} | "
-                f"{_f(n['wall_s'], 1)} | {_f(n['peak_mib'])} | {n['repeats']} |",
+                f"{_f(n['wall_s'], 1)} | {_f(n.get('cpu_ms_per_card'), 2)} | {_f(n['peak_mib'])} | {n['repeats']} |",
                 f"| **ratio** | {_ratio(c['end_to_end_cards_s'], n['end_to_end_cards_s'])} | "
-                f"{_ratio(c['steady_cards_s'], n['steady_cards_s'])} | | | | |", "",
+                f"{_ratio(c['steady_cards_s'], n['steady_cards_s'])} | | | "
+                f"{_ratio(n.get('cpu_ms_per_card'), c.get('cpu_ms_per_card'))} less | | |", "",
                 f"Same labels from both on {b['label_agreement'] * 100:.2f} % of the cards. "
                 f"End-to-end runs: CLI {c['all_end_to_end']}, notebook {n['all_end_to_end']} cards/s.", "",
                 "Scaling (one CLI run each; memory must stay flat):", "",
-                "| cards | cards/s end to end | cards/s after start-up | start-up s | peak memory MiB |",
-                "|---:|---:|---:|---:|---:|"]
+                "| cards | cards/s end to end | cards/s after start-up | start-up s | CPU ms per card | peak memory MiB |",
+                "|---:|---:|---:|---:|---:|---:|"]
         for s in b["scaling"]:
             out.append(f"| {s_cards(s):,} | {_f(s['end_to_end_cards_s'])} | {_f(s['steady_cards_s'])} | "
-                       f"{_f(s['startup_s'], 1)} | {_f(s['peak_mib'])} |")
+                       f"{_f(s['startup_s'], 1)} | {_f(s.get('cpu_ms_per_card'), 2)} | {_f(s['peak_mib'])} |")
         out.append("")
     s = r.get("serve")
     if s:

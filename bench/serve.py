@@ -138,28 +138,36 @@ def load_python(url: str, card_paths: list[Path], concurrency: int, seconds: flo
 
 def bench_serve(model: str, concurrencies: list[int], seconds: float, repeats: int, workers: int, threads: int,
                 server_requests: int, per_class: int = 100, log=print) -> dict:
-    """Interleaved service / baseline runs at each concurrency; medians over ``repeats``."""
+    """Both servers up at once, runs interleaved (baseline, service, baseline, ...); medians over ``repeats``."""
     card_paths = base_cards(per_class)[::12][:100] or base_cards(per_class)
     cards = [p.read_bytes() for p in card_paths]
     generator = "wrk" if shutil.which("wrk") else "python (serving.loadtest)"
     loader = load_wrk if shutil.which("wrk") else load_python
     out: dict = {"generator": generator, "workers": workers, "threads": threads, "seconds": seconds,
                  "service": {}, "baseline": {}}
-    for kind in ("baseline", "service"):
-        server = Server(kind, model, workers, threads)
-        try:
+    servers: dict[str, Server] = {}
+    try:
+        for kind in ("baseline", "service"):
+            servers[kind] = Server(kind, model, workers, threads)
+        for kind, server in servers.items():
             loader(server.url, card_paths, max(concurrencies), 2.0)  # warm every worker and thread
             out[kind]["c1_server"] = server_time_ms(server.url, cards, server_requests)
-            for c in concurrencies:
-                runs = []
-                for _ in range(repeats):
-                    runs.append(loader(server.url, card_paths, c, seconds))
-                    log(f"  {kind} c={c}: {runs[-1]['req_s']:.0f} req/s p50 {runs[-1]['p50_ms']:.1f} ms "
-                        f"p99 {runs[-1]['p99_ms']:.1f} ms errors {runs[-1]['errors']} (load {load()})")
-                out[kind][str(c)] = {k: median([r[k] for r in runs]) for k in ("req_s", "p50_ms", "p95_ms", "p99_ms")}
-                out[kind][str(c)]["errors"] = sum(r["errors"] for r in runs)
-                out[kind][str(c)]["all_req_s"] = [round(r["req_s"], 1) for r in runs]
+        for c in concurrencies:
+            runs: dict[str, list[dict]] = {kind: [] for kind in servers}
+            for _ in range(repeats):
+                for kind, server in servers.items():
+                    runs[kind].append(loader(server.url, card_paths, c, seconds))
+                    r = runs[kind][-1]
+                    log(f"  {kind} c={c}: {r['req_s']:.0f} req/s p50 {r['p50_ms']:.1f} ms p99 {r['p99_ms']:.1f} ms "
+                        f"errors {r['errors']} (load {load()})")
+            for kind in servers:
+                agg = {k: median([r[k] for r in runs[kind]]) for k in ("req_s", "p50_ms", "p95_ms", "p99_ms")}
+                agg["errors"] = sum(r["errors"] for r in runs[kind])
+                agg["all_req_s"] = [round(r["req_s"], 1) for r in runs[kind]]
+                out[kind][str(c)] = agg
+        for kind, server in servers.items():
             out[kind]["rss_mib"] = server.worker_rss_mib()
-        finally:
+    finally:
+        for server in servers.values():
             server.stop()
     return out
