@@ -48,6 +48,17 @@ class Predictor:
         self.input = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
 
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run a model with named inputs (``series``, or ``image`` + ``series`` for a dual model)."""
+        for name in self.predictor.get_input_names():
+            if name not in feeds:
+                raise ValueError(f"the network wants input {name!r}; got {sorted(feeds)}")
+            handle = self.predictor.get_input_handle(name)
+            handle.reshape(list(feeds[name].shape))
+            handle.copy_from_cpu(np.ascontiguousarray(feeds[name], np.float32))
+        self.predictor.run()
+        return self.output.copy_to_cpu()
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self.input.reshape(list(x.shape))
         self.input.copy_from_cpu(np.ascontiguousarray(x, np.float32))
@@ -98,15 +109,33 @@ def evaluate_folder(model_dir: str | os.PathLike, data: str | os.PathLike, out_d
 
     model_dir = Path(model_dir)
     meta = load_meta(model_dir)
-    config = PreprocessConfig.from_dict(meta["preprocess"])
+    kind = meta.get("kind", "image")
+    config = PreprocessConfig.from_dict(meta["preprocess"]) if kind != "series" else PreprocessConfig()
     data = Path(data)
     source = field_csv_to_folder(data) if data.suffix.lower() == ".csv" else data
     cs = load_data(source, config, cache_dir=cache_dir, progress=progress)
+    series = None
+    if kind != "image":  # series/dual models score the cards that have a usable CSV (the rest are counted)
+        from shared.series import SeriesConfig
+        from training.series_data import load_series, restrict
+
+        series, ok, series_report = load_series(cs, SeriesConfig.from_dict(meta["series_preprocess"]),
+                                                cache_dir=cache_dir, progress=progress)
+        cs, series = restrict(cs, ok), series[ok]
+        cs.report = {**cs.report, "series": series_report}
+        if not len(cs):
+            raise ValueError(f"{data}: no card with a usable CSV for the {kind} model")
     predictor = Predictor(model_dir)
     probs = []
     start = time.perf_counter()
     for s in tqdm(range(0, len(cs), batch_size), desc="eval", unit="batch", disable=not progress):
-        probs.append(predictor(cs.model_input(np.arange(s, min(s + batch_size, len(cs))))))
+        b = np.arange(s, min(s + batch_size, len(cs)))
+        if kind == "image":
+            probs.append(predictor(cs.model_input(b)))
+        elif kind == "series":
+            probs.append(predictor.run({"series": series[b]}))
+        else:
+            probs.append(predictor.run({"image": cs.model_input(b), "series": series[b]}))
     seconds = time.perf_counter() - start
     probs = np.concatenate(probs)
     pred = probs.argmax(axis=1)
@@ -126,7 +155,8 @@ def evaluate_folder(model_dir: str | os.PathLike, data: str | os.PathLike, out_d
         "confusion": {"labels": list(CODES), "rows_are": "true class", "matrix": cm.tolist()},
         "ingest": {k: v for k, v in cs.report.items() if k != "source"},
         "data_fingerprint": cs.fingerprint,
-        "preprocess": config.to_dict(),
+        "preprocess": config.to_dict() if kind != "series" else meta["series_preprocess"],
+        "kind": kind,
         "cards_per_s": round(len(y) / max(seconds, 1e-9), 1),
     }
     if out_dir is not None:

@@ -25,7 +25,8 @@ import time
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("train", "eval", "compare-models", "compare-lr")
+COMMANDS = ("train", "eval", "compare-models", "compare-lr", "field-set")
+FIELD_CARDS = REPO.parent / "shared" / "data" / "field-cards.csv"
 
 log = logging.getLogger("training.run")
 
@@ -41,6 +42,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
     d = p.add_argument_group("data")
     d.add_argument("--data", default="sim", help="train.zip, an extracted folder (A01 … A12/), or 'sim' (default)")
+    d.add_argument("--input", choices=("image", "series", "dual"), default=None,
+                   help="what the model reads: the PNG (image, default), the CSV series (series), or both (dual)")
     d.add_argument("--sim-per-class", type=int, default=None, help="simulated cards per class for --data sim")
     d.add_argument("--holdout", type=float, default=None, help="holdout fraction per class (default 0.1)")
     d.add_argument("--split", choices=("card", "well"), default=None,
@@ -54,7 +57,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("recipe")
     r.add_argument("--preset", choices=sorted(PRESETS), default="default",
                    help="'seed' = the original notebook's recipe exactly; flags below override")
-    r.add_argument("--model", default=None, help=f"network: {', '.join(MODELS)} or default")
+    from training.series_models import SERIES_MODELS
+
+    r.add_argument("--model", default=None,
+                   help=f"network: {', '.join([*MODELS, *SERIES_MODELS])} or default (per --input)")
     r.add_argument("--epochs", type=int, default=None)
     r.add_argument("--batch-size", type=int, default=None, help="per process")
     r.add_argument("--lr", type=float, default=None, help="(peak) learning rate")
@@ -92,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--cache-dir", default=None)
     e.add_argument("--no-progress", action="store_true")
+    fs = sub.add_parser("field-set", help="write the field cards (CSV) in competition layout (A0x/<id>.png + .csv)")
+    fs.add_argument("--csv", default=str(FIELD_CARDS), help="field-cards.csv (default ../shared/data/field-cards.csv)")
+    fs.add_argument("--out", default=None, help="folder to write (default: in the cache; never the repository)")
     cm = sub.add_parser("compare-models", help="train several networks with one recipe, overlaid in VisualDL")
     cm.add_argument("models", nargs="+", help="network names (cnn01 cnn02 cnn03 cardnet/default)")
     _add_train_args(cm)
@@ -119,12 +128,18 @@ def resolve_recipe(args: argparse.Namespace):
         v = getattr(args, key, None)
         if v is not None:
             values[key] = v
-    if values["model"] == "default":
-        values["model"] = DEFAULT_MODEL
     from training.models import MODELS
+    from training.series_models import DEFAULT_FOR_INPUT, SERIES_MODELS, model_input_kind
 
-    if values["model"] not in MODELS:
-        raise SystemExit(f"error: unknown model {values['model']!r}; choose one of {', '.join(MODELS)} or default")
+    kind = values.get("input") or "image"
+    if values["model"] == "default" or (kind != "image" and getattr(args, "model", None) is None):
+        values["model"] = DEFAULT_FOR_INPUT[kind] if kind != "image" else DEFAULT_MODEL
+    if values["model"] not in MODELS and values["model"] not in SERIES_MODELS:
+        raise SystemExit(f"error: unknown model {values['model']!r}; choose one of "
+                         f"{', '.join([*MODELS, *SERIES_MODELS])} or default")
+    if model_input_kind(values["model"]) != kind:
+        raise SystemExit(f"error: model {values['model']!r} takes {model_input_kind(values['model'])} input, "
+                         f"not --input {kind}")
     return Recipe.from_dict(values)
 
 
@@ -181,10 +196,23 @@ def prepare_data(args, recipe, rank: int = 0, size: int = 1, progress: bool = Tr
     if rank != 0:
         source = resolve_source(args.data, args.cache_dir, sim_per_class=recipe.sim_per_class, progress=False)
         cs = load_data(source, config, cache_dir=args.cache_dir, keep_ink=recipe.augment, progress=False)
+    series = None
+    if recipe.input != "image":  # series and dual need each card's CSV: cards without one are skipped, counted
+        from training.series_data import load_series, restrict
+
+        series, ok, series_report = load_series(cs, cache_dir=args.cache_dir, progress=progress and rank == 0)
+        cs = restrict(cs, ok)
+        series = series[ok]
+        cs.report = {**cs.report, "series": series_report}
+        if rank == 0:
+            print(f"series ({recipe.input}): {series_report['with_series']} cards with a usable CSV, "
+                  f"{series_report['without_series']} skipped {series_report['by_reason'] or ''}", flush=True)
+        if not len(cs):
+            raise SystemExit(f"error: --input {recipe.input}: no card of {source} has a usable CSV")
     train_idx, test_idx = split_indices(cs.names, cs.labels, recipe.holdout, recipe.split, recipe.well_pattern,
                                         recipe.seed)
     balanced = oversample(train_idx, cs.labels, recipe.per_class_target, recipe.seed)
-    return cs, config, train_idx, balanced, test_idx
+    return cs, config, train_idx, balanced, test_idx, series
 
 
 def _run_name(args, recipe, size: int) -> str:
@@ -218,7 +246,7 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter()
-    cs, config, train_idx, balanced, test_idx = cs_bundle or prepare_data(args, recipe, rank, size, progress)
+    cs, config, train_idx, balanced, test_idx, series = cs_bundle or prepare_data(args, recipe, rank, size, progress)
     if rank == 0:
         print(format_report(cs.report), flush=True)
         print(f"split ({recipe.split}): {len(train_idx)} train -> {len(balanced)} after balancing, "
@@ -235,7 +263,7 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
     try:
         net, summary = fit(recipe, cs, balanced, test_idx, run_dir, writer=writer, resume=args.resume is not None,
                            progress=progress, rank=rank, size=size, stop_after=args.stop_after,
-                           preprocess_config=config)
+                           preprocess_config=config, series=series)
         if summary.get("interrupted"):
             if rank == 0:
                 print(f"stopped after epoch {summary['epoch']} (resume with --resume {run_dir})", flush=True)
@@ -259,9 +287,14 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
             if writer is not None:
                 writer.flush()
             if not args.no_export:
+                from training.export import export_series_model
+
                 out = Path(args.out) if args.out else REPO / "models" / name
-                export_model(net, out, {
-                    "name": out.name, "architecture": recipe.model, "preprocess": config.to_dict(),
+                exporter = export_model if recipe.input == "image" else (
+                    lambda layer, folder, extra: export_series_model(layer, folder, recipe.input, extra))
+                exporter(net, out, {
+                    "name": out.name, "architecture": recipe.model,
+                    **({"preprocess": config.to_dict()} if recipe.input != "series" else {}),
                     "metrics": {k: v for k, v in metrics.items() if k != "confusion"},
                     "recipe": recipe.to_dict(),
                     "data": {"source": args.data if args.data == "sim" else Path(cs.source).name,
@@ -272,7 +305,7 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
                     "parameters": result["parameters"], "run": name,
                 })
                 result["export"] = str(out)
-            if writer is not None and not args.no_graph:
+            if writer is not None and not args.no_graph and recipe.input == "image":
                 vdl.log_graph(args.logdir, name, recipe.model)
             result["wall_seconds"] = round(time.perf_counter() - wall, 1)
             atomic_write_text(run_dir / "summary.json", json.dumps(result, ensure_ascii=False, indent=1))
@@ -327,8 +360,9 @@ def _compare(args, variants: list[tuple[str, dict[str, Any]]], group: str) -> li
         a.no_export = True if not args.out else args.no_export
         a.resume = None
         recipe = resolve_recipe(a)
-        if bundle is None or bundle[0] != recipe.preprocess:
-            bundle = (recipe.preprocess, prepare_data(a, recipe, rank, size, not args.no_progress and rank == 0))
+        if bundle is None or bundle[0] != (recipe.preprocess, recipe.input):
+            bundle = ((recipe.preprocess, recipe.input),
+                      prepare_data(a, recipe, rank, size, not args.no_progress and rank == 0))
         if rank == 0:
             print(f"\n=== {group}: {label} ===", flush=True)
         results.append(train_command(a, cs_bundle=bundle[1]))
@@ -364,6 +398,11 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args) -> int:
     if args.command == "eval":
         eval_command(args)
+    elif args.command == "field-set":
+        from training.evaluate import field_csv_to_folder
+
+        # Then: python training/run.py --data <printed folder> --input series --holdout 0.3
+        print(field_csv_to_folder(args.csv, args.out))
     elif args.command == "compare-models":
         _compare(args, [(m, {"model": m}) for m in args.models], "compare-models")
     elif args.command == "compare-lr":

@@ -57,6 +57,7 @@ class Recipe:
     patience: int = 4
     preprocess: str = "default"
     sim_per_class: int = DEFAULT_SIM["per_class"]
+    input: str = "image"  # image | series | dual (what the network takes; see training.series_models)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Recipe":
@@ -321,7 +322,7 @@ def _save_params(path: Path, net) -> None:
 
 def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray, run_dir: Path, writer=None,
         resume: bool = False, progress: bool = True, rank: int = 0, size: int = 1, stop_after: int | None = None,
-        preprocess_config=None) -> tuple[paddle.nn.Layer, dict[str, Any]]:
+        preprocess_config=None, series: np.ndarray | None = None) -> tuple[paddle.nn.Layer, dict[str, Any]]:
     """Train ``recipe.model`` on ``cs[train_idx]``, evaluating on ``cs[test_idx]`` after every epoch.
 
     Args:
@@ -329,14 +330,20 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
         writer: VisualDL writer (None: no logging).
         resume: continue from ``run_dir/checkpoint`` when it exists.
         stop_after: stop (as if killed) after this many epochs of this invocation — for tests.
+        series: ``float32 [N, 5, L]`` aligned with ``cs``, for ``recipe.input`` ``series`` or ``dual``.
 
     Returns:
         (the trained network with the best holdout weights, summary dict).
     """
     paddle.seed(recipe.seed)
-    net = build_model(recipe.model)
-    stem, body = split_stem(net)
-    inputs = Inputs(cs, stem)
+    if recipe.input == "image":
+        net = build_model(recipe.model)
+        stem, body = split_stem(net)
+        inputs = Inputs(cs, stem)
+    else:
+        from training.series_data import make_inputs
+
+        net, body, inputs = make_inputs(recipe.model, cs, series)
     labels = cs.labels
     per_rank = len(train_idx) // size
     steps_per_epoch = -(-per_rank // recipe.batch_size)

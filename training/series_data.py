@@ -1,0 +1,138 @@
+"""Series arrays for the cards of a :class:`training.data.CardSet`, and model inputs for series/dual training.
+
+:func:`load_series` reads every card's ``<id>.csv`` once through the shared safe reader and the shared
+series preprocessing (:func:`shared.series.preprocess_series_csv`), aligned with the card set's order and
+cached like the image arrays (``.cache/ingest/series-<key>/``). A card without a usable CSV gets a
+``False`` in the mask and a reason; :func:`restrict` drops those cards (with counts in the report) for
+``--input series`` and ``--input dual``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+from shared.atomic import atomic_directory, atomic_write_text
+from shared.cards import CardError
+from shared.dataset_io import iter_cards
+from shared.series import SeriesConfig, preprocess_series_csv
+from training.data import MAX_LISTED, CardSet, _quick_key, default_cache_dir
+
+log = logging.getLogger(__name__)
+
+
+def load_series(cs: CardSet, config: SeriesConfig | None = None, cache_dir: str | os.PathLike | None = None,
+                progress: bool = True, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Series model inputs of every card of ``cs`` (read again from ``cs.source``).
+
+    Returns:
+        ``(series float32 [N, 5, L], ok bool [N], report)``; rows with ``ok == False`` are zeros and the
+        report counts them by reason (first :data:`training.data.MAX_LISTED` listed by name).
+    """
+    from tqdm import tqdm
+
+    config = config or SeriesConfig()
+    source = Path(cs.source)
+    names_key = hashlib.sha1("\n".join(cs.names).encode()).hexdigest()[:12]
+    cache = None
+    if use_cache:
+        key = f"series-{_quick_key(source)}-{names_key}-{config.version}-{config.length}"
+        cache = Path(cache_dir or default_cache_dir()) / "ingest" / key
+        if (cache / "index.json").is_file():
+            report = json.loads((cache / "index.json").read_text(encoding="utf-8"))
+            return np.load(cache / "series.npy"), np.load(cache / "ok.npy"), report
+    pos = {name: i for i, name in enumerate(cs.names)}
+    series = np.zeros((len(cs), *config.input_shape), np.float32)
+    ok = np.zeros(len(cs), bool)
+    reasons: Counter[str] = Counter()
+    listed = []
+    with iter_cards(source) as cards:
+        for card in tqdm(cards, total=len(cards), desc="series", unit="card", disable=not progress, mininterval=1.0):
+            i = pos.get(card.name)
+            if i is None:
+                continue
+            if card.csv is None:
+                reasons["no csv"] += 1
+                if len(listed) < MAX_LISTED:
+                    listed.append({"name": card.name, "error": "no .csv beside the card"})
+                continue
+            try:
+                series[i] = preprocess_series_csv(card.csv, config)
+                ok[i] = True
+            except CardError as exc:
+                reasons["csv unreadable"] += 1
+                if len(listed) < MAX_LISTED:
+                    listed.append({"name": card.name, "error": f"csv: {exc}"})
+    report = {"with_series": int(ok.sum()), "without_series": int((~ok).sum()), "by_reason": dict(reasons),
+              "listed": listed, "series_preprocess": config.to_dict()}
+    if cache is not None:
+        try:
+            with atomic_directory(cache) as tmp:
+                np.save(tmp / "series.npy", series)
+                np.save(tmp / "ok.npy", ok)
+                atomic_write_text(tmp / "index.json", json.dumps(report, ensure_ascii=False))
+        except OSError as exc:
+            log.warning("could not write the series cache %s: %s", cache, exc)
+    return series, ok, report
+
+
+def restrict(cs: CardSet, keep: np.ndarray) -> CardSet:
+    """The cards of ``cs`` where ``keep`` is True (a new :class:`CardSet`; the examples are remapped)."""
+    keep = np.asarray(keep, bool)
+    if keep.all():
+        return cs
+    new_pos = np.cumsum(keep) - 1
+    ex = [(k, i) for k, i in enumerate(cs.example_idx) if keep[i]]
+    return replace(cs, names=[n for n, k in zip(cs.names, keep) if k], ids=[n for n, k in zip(cs.ids, keep) if k],
+                   labels=cs.labels[keep], inputs=cs.inputs[keep], ink=None if cs.ink is None else cs.ink[keep],
+                   example_idx=[int(new_pos[i]) for _, i in ex],
+                   example_ink=cs.example_ink[[k for k, _ in ex]] if ex else cs.example_ink[:0])
+
+
+class SeriesInputs:
+    """Series batches ``float32 [n, 5, L]`` (same interface as :class:`training.train.Inputs`)."""
+
+    def __init__(self, series: np.ndarray):
+        self.series = series
+
+    def batch(self, idx, augment_rng=None, config=None) -> paddle.Tensor:
+        return paddle.to_tensor(self.series[idx])
+
+
+class DualInputs:
+    """``[pooled image, series]`` batches for :class:`training.series_models.DualBody`."""
+
+    def __init__(self, image_inputs, series: np.ndarray):
+        self.image = image_inputs
+        self.series = series
+
+    def batch(self, idx, augment_rng=None, config=None) -> list[paddle.Tensor]:
+        return [self.image.batch(idx, augment_rng, config), paddle.to_tensor(self.series[idx])]
+
+
+def make_inputs(model: str, cs: CardSet, series: np.ndarray):
+    """``(net, trainable body, inputs)`` for a series or dual network, mirroring the image path in ``fit``.
+
+    Raises:
+        ValueError: ``series`` is missing or not aligned with ``cs``.
+    """
+    from training.models import split_stem
+    from training.series_models import build_series_model, model_input_kind
+    from training.train import Inputs
+
+    if series is None or len(series) != len(cs):
+        raise ValueError(f"model {model!r} needs one series per card ({0 if series is None else len(series)} "
+                         f"for {len(cs)} cards)")
+    net = build_series_model(model)
+    if model_input_kind(model) == "series":
+        return net, net, SeriesInputs(series)
+    stem, body = split_stem(net)
+    return net, body, DualInputs(Inputs(cs, stem), series)

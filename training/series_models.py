@@ -1,0 +1,169 @@
+"""Networks for the raw position/load series (``series``) and for PNG + series together (``dual``).
+
+Inputs come from the shared preprocessing: the series path :func:`shared.series.preprocess_series`
+gives ``float32 [N, 5, 256]``, the image path ``float32 [N, 1, 190, 400]``. Like the image networks
+these return **logits**; the export wraps them in a softmax (:class:`SeriesWithSoftmax`,
+:class:`DualWithSoftmax`).
+
+Why these shapes (measured on the 709 field cards, 70/30, and the simulated set; docs/TRAINING.md):
+
+* ``seriesnet``: four conv1d-BN-ReLU stages 5->32->64->96->128 (stride 2 after the first), then a
+  coarse 8-bin average over the stroke *plus* a global max. The series starts at the bottom of the
+  stroke and runs in time order, so *where* along the stroke a load change happens (early upstroke
+  = A07, late downstroke = A02/A03, top = A05) is the diagnosis; a translation-blind global average
+  alone throws that away, the global max keeps sharp spikes (tagging) wherever they fall.
+* ``dualnet``: the ``cardnet`` image trunk (same stem, convs and 3x6 grid) and the ``seriesnet``
+  trunk, each projected to 128 features, concatenated, one linear layer. The two trunks see the
+  same card in different forms; the classifier learns which to trust per condition.
+"""
+
+from __future__ import annotations
+
+import paddle
+from paddle import nn
+
+from shared.series import SERIES_CHANNELS, SeriesConfig
+from training.models import INPUT_SHAPE, NUM_CLASSES, _conv_bn
+
+SERIES_SHAPE = SeriesConfig().input_shape  # (5, 256)
+
+
+def _conv1d_bn(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv1D(cin, cout, k, stride=stride, padding=k // 2, bias_attr=False),
+        nn.BatchNorm1D(cout),
+        nn.ReLU(),
+    )
+
+
+class SeriesTrunk(nn.Layer):
+    """conv1d stages + (8-bin average ++ global max) -> ``[N, out_features]``."""
+
+    def __init__(self, widths=(32, 64, 96, 128), kernels=(7, 5, 5, 3), strides=(1, 2, 2, 2), bins: int = 8,
+                 out_features: int = 128, dropout: float = 0.2):
+        super().__init__()
+        layers, cin = [], SERIES_CHANNELS
+        for w, k, s in zip(widths, kernels, strides):
+            layers.append(_conv1d_bn(cin, w, k, s))
+            cin = w
+        self.convs = nn.Sequential(*layers)
+        self.bins = nn.AdaptiveAvgPool1D(bins)
+        self.peak = nn.AdaptiveMaxPool1D(1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin * (bins + 1), out_features), nn.ReLU())
+        self.out_features = out_features
+
+    def forward(self, x):
+        h = self.convs(x)
+        feats = paddle.concat([paddle.flatten(self.bins(h), 1), paddle.flatten(self.peak(h), 1)], axis=1)
+        return self.head(feats)
+
+
+class SeriesNet(nn.Layer):
+    """Series-only classifier: ``float32 [N, 5, L]`` -> logits ``[N, 12]``."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, **trunk):
+        super().__init__()
+        self.trunk = SeriesTrunk(**trunk)
+        self.fc = nn.Linear(self.trunk.out_features, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.trunk(x))
+
+
+class ImageTrunk(nn.Layer):
+    """``cardnet``'s body without its classifier: pooled card ``[N, 1, 95, 200]`` -> ``[N, out_features]``."""
+
+    def __init__(self, widths=(16, 32, 48, 64), grid=(3, 6), out_features: int = 128, dropout: float = 0.2):
+        super().__init__()
+        layers, cin = [], 1
+        for w in widths:
+            layers.append(_conv_bn(cin, w, 2))
+            cin = w
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2D(grid), nn.Flatten(), nn.Dropout(dropout),
+                                  nn.Linear(cin * grid[0] * grid[1], out_features), nn.ReLU())
+        self.out_features = out_features
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class DualBody(nn.Layer):
+    """Takes ``[pooled image, series]`` (one list argument, so the training loop's ``body(x)`` works)."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.2):
+        super().__init__()
+        self.image = ImageTrunk()
+        self.series = SeriesTrunk()
+        self.fc = nn.Sequential(nn.Dropout(dropout),
+                                nn.Linear(self.image.out_features + self.series.out_features, num_classes))
+
+    def forward(self, x):
+        image, series = x
+        return self.fc(paddle.concat([self.image(image), self.series(series)], axis=1))
+
+
+class DualNet(nn.Layer):
+    """PNG + series classifier: ``(image [N, 1, 190, 400], series [N, 5, L])`` -> logits ``[N, 12]``.
+
+    The parameter-free 2x2 average-pool stem is the image network's (``cardnet``), so training
+    computes it once per card (``training.models.split_stem``) and trains :attr:`body` on pooled arrays.
+    """
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self.stem = nn.AvgPool2D(kernel_size=2, stride=2)
+        self.body = DualBody(num_classes)
+
+    def forward(self, image, series):
+        return self.body([self.stem(image), series])
+
+
+class SeriesWithSoftmax(nn.Layer):
+    """Export wrapper: probabilities from a series network."""
+
+    def __init__(self, net: nn.Layer):
+        super().__init__()
+        self.net = net
+
+    def forward(self, series):
+        return nn.functional.softmax(self.net(series), axis=-1)
+
+
+class DualWithSoftmax(nn.Layer):
+    """Export wrapper: probabilities from a dual network; inputs named ``image`` and ``series``."""
+
+    def __init__(self, net: nn.Layer):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image, series):
+        return nn.functional.softmax(self.net(image, series), axis=-1)
+
+
+def seriesnet_small() -> nn.Layer:
+    """A lighter ``seriesnet`` (16/32/64/64), measured as an alternative."""
+    return SeriesNet(widths=(16, 32, 64, 64))
+
+
+# name -> (builder, input kind)
+SERIES_MODELS = {"seriesnet": (SeriesNet, "series"), "seriesnet_small": (seriesnet_small, "series"),
+                 "dualnet": (DualNet, "dual")}
+DEFAULT_FOR_INPUT = {"image": "cardnet", "series": "seriesnet", "dual": "dualnet"}
+INPUT_SHAPES = {"image": [list(INPUT_SHAPE)], "series": [list(SERIES_SHAPE)],
+                "dual": [list(INPUT_SHAPE), list(SERIES_SHAPE)]}
+
+
+def model_input_kind(name: str) -> str:
+    """``image``, ``series`` or ``dual``: what a network (by name) takes."""
+    return SERIES_MODELS[name][1] if name in SERIES_MODELS else "image"
+
+
+def build_series_model(name: str) -> nn.Layer:
+    """A fresh series or dual network by name.
+
+    Raises:
+        ValueError: an unknown name, listing the valid ones.
+    """
+    if name not in SERIES_MODELS:
+        raise ValueError(f"unknown series/dual model {name!r}; choose one of {', '.join(SERIES_MODELS)}")
+    return SERIES_MODELS[name][0]()
