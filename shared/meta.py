@@ -6,6 +6,7 @@ Training writes ``meta.json`` with :func:`write_meta`; serving and evaluation re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -30,12 +31,28 @@ def model_files(folder: str | os.PathLike) -> tuple[Path, Path]:
     return folder / f"{MODEL_PREFIX}.json", folder / f"{MODEL_PREFIX}.pdiparams"
 
 
+def weights_digest(params: Path) -> dict[str, Any]:
+    """Size and SHA-256 of a weights file, recorded at export and checked at load.
+
+    Paddle loads a ``.pdiparams`` cut short without complaint and then computes garbage, so a damaged
+    copy of a model folder is caught by this digest rather than by Paddle.
+    """
+    digest = hashlib.sha256()
+    with open(params, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"file": params.name, "bytes": params.stat().st_size, "sha256": digest.hexdigest()}
+
+
 def write_meta(folder: str | os.PathLike, meta: dict[str, Any]) -> Path:
-    """Write ``meta.json`` atomically into ``folder``, filling in the label table and schema."""
+    """Write ``meta.json`` atomically into ``folder``, filling in the label table, schema and weights digest."""
     meta = dict(meta)
     meta.setdefault("schema", META_SCHEMA)
     meta.setdefault("labels", labels_as_dicts())
     meta.setdefault("kind", "image")
+    params = model_files(folder)[1]
+    if params.is_file():
+        meta["weights"] = weights_digest(params)
     path = Path(folder) / META_FILE
     atomic_write_text(path, json.dumps(meta, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
     return path
@@ -69,6 +86,15 @@ def load_meta(folder: str | os.PathLike) -> dict[str, Any]:
         isinstance(x, dict) and {"code", "name", "name_en"} <= x.keys() for x in labels
     ):
         raise ModelFolderError(f"{folder / META_FILE}: 'labels' must be a list of {{code, name, name_en}}")
+    recorded = meta.get("weights")
+    if isinstance(recorded, dict) and "sha256" in recorded:
+        actual = weights_digest(params)
+        if (actual["bytes"], actual["sha256"]) != (recorded.get("bytes"), recorded["sha256"]):
+            raise ModelFolderError(
+                f"{params} does not match meta.json (recorded {recorded.get('bytes')} bytes, sha256 "
+                f"{str(recorded['sha256'])[:12]}…; found {actual['bytes']} bytes, {actual['sha256'][:12]}…): "
+                "the weights are damaged or from another export"
+            )
     if meta.get("kind", "image") not in MODEL_KINDS:
         raise ModelFolderError(
             f"{folder / META_FILE}: unknown model kind {meta.get('kind')!r}; expected one of {', '.join(MODEL_KINDS)}"
