@@ -36,6 +36,7 @@ from serving.batch import card_payload, skipped_card_members
 from serving.errors import ApiError, register_error_handlers
 from serving.metrics import Metrics, Timer
 from serving.predictor import Predictor
+from serving.routing import ModelSet, SeriesPredictor, load_predictor
 from serving.uploads import ZIP_MAGIC, Upload, card_kind, is_zip, media_type, outline_png, png_data_url
 from shared.cards import CardError
 from shared.dataset_io import ArchiveError, iter_cards
@@ -53,9 +54,11 @@ bp = Blueprint("api", __name__)
 class ServiceState:
     """What one worker holds: configuration, the predictor and the metrics."""
 
-    def __init__(self, config: ServingConfig, predictor: Predictor, metrics: Metrics) -> None:
+    def __init__(self, config: ServingConfig, predictor: Predictor, metrics: Metrics,
+                 models: ModelSet | None = None) -> None:
         self.config = config
-        self.predictor = predictor
+        self.models = models or ModelSet([predictor])
+        self.predictor = self.models.primary  # labels, /readyz; the routed model answers each card
         self.metrics = metrics
         self.started = time.time()
 
@@ -71,7 +74,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     Args:
         config: optional overrides. ``SERVING`` (a :class:`ServingConfig`; default: from the
             environment), ``PREDICTOR`` (an already built :class:`Predictor`, e.g. shared by tests),
-            plus any Flask setting.
+            ``EXTRA_PREDICTORS`` (built series/dual predictors), plus any Flask setting. Without them the
+            model of ``model_dir`` and those of ``extra_model_dirs`` are loaded (:mod:`serving.routing`).
 
     Raises:
         serving.predictor.StartupError: the model folder cannot be served (the worker then exits).
@@ -82,18 +86,22 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     cv2.setNumThreads(0)
     serving: ServingConfig = config.pop("SERVING", None) or ServingConfig.from_env()
     predictor: Predictor | None = config.pop("PREDICTOR", None)
+    extras: list[Predictor] | None = config.pop("EXTRA_PREDICTORS", None)
+    options = dict(
+        device=serving.device,
+        cpu_threads=serving.cpu_threads,
+        pool_size=serving.threads,
+        batch_sizes=serving.batch_sizes,
+        gpu_id=serving.gpu_id,
+        gpu_mem_mb=serving.gpu_mem_mb,
+        tensorrt=serving.tensorrt,
+        trt_cache_dir=serving.trt_cache_dir,
+    )
     if predictor is None:
-        predictor = Predictor(
-            serving.model_dir,
-            device=serving.device,
-            cpu_threads=serving.cpu_threads,
-            pool_size=serving.threads,
-            batch_sizes=serving.batch_sizes,
-            gpu_id=serving.gpu_id,
-            gpu_mem_mb=serving.gpu_mem_mb,
-            tensorrt=serving.tensorrt,
-            trt_cache_dir=serving.trt_cache_dir,
-        )
+        predictor = load_predictor(serving.model_dir, **options)
+    if extras is None:
+        extras = [load_predictor(d, **options) for d in serving.extra_model_dirs]
+    models = ModelSet([predictor, *extras])
 
     app = Flask(__name__, static_folder=str(STATIC_DIR), static_url_path="/static")
     app.config.update(
@@ -108,10 +116,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # 供液不足, not \u4f9b...
     app.json.sort_keys = False
     metrics = Metrics()
-    app.extensions[EXTENSION] = ServiceState(serving, predictor, metrics)
+    app.extensions[EXTENSION] = ServiceState(serving, predictor, metrics, models)
     register_error_handlers(app, on_error=lambda code: metrics.errors.labels(kind=code).inc())
     app.register_blueprint(bp)
-    log.info("CardSense worker %d serving %s on %s", os.getpid(), predictor.name, predictor.device)
+    log.info("CardSense worker %d serving %s on %s", os.getpid(),
+             ", ".join(f"{p.name} ({k})" for k, p in models.by_kind.items()), predictor.device)
     return app
 
 
@@ -225,13 +234,65 @@ def _batch_uploads() -> list[Upload]:
     return [Upload("", ctype, data)]
 
 
-def _prepare(data: bytes, kind: str, include_input: bool) -> tuple[np.ndarray, dict[str, str]]:
+def _series_upload(file_kind: str) -> Upload | None:
+    """The optional multipart field ``series``: the CSV of the same card as the PNG in ``file``.
+
+    Raises:
+        ApiError: 400 for two ``series`` files, an empty one, or ``file`` not being a PNG; 415 if it is no CSV.
+    """
+    if _body_type() != "multipart/form-data":
+        return None
+    files = request.files.getlist("series")
+    if not files:
+        return None
+    if len(files) > 1:
+        raise ApiError(400, "too_many_files", "send one 'series' CSV with the card's PNG")
+    series = _read_file(files[0])
+    if not series.data:
+        raise ApiError(400, "empty_file", "the field 'series' holds an empty file")
+    if card_kind(series) != "csv":
+        raise ApiError(415, "unsupported_media_type", "the field 'series' takes the card's CSV (position/load)")
+    if file_kind != "png":
+        raise ApiError(400, "invalid_parameter", "with a 'series' CSV, the field 'file' must be the card's PNG")
+    return series
+
+
+def _route(png: bytes | None, csv: bytes | None):
+    """(predictor, input kind) for a card (serving.routing); 422 when no loaded model reads it."""
+    try:
+        return state().models.route(png, csv)
+    except CardError as exc:
+        raise ApiError(422, "invalid_card", str(exc)) from None
+
+
+def _prepare_series(predictor: SeriesPredictor, png: bytes | None, csv: bytes | None,
+                    include_input: bool) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Card files -> series/dual model inputs, plus the outline (and the image input of a dual model) when asked.
+
+    Raises:
+        ApiError: 422 for a file that is not a usable card.
+    """
+    try:
+        x = predictor.prepare_pair(png, csv)
+        extra = {}
+        if include_input:
+            extra["card_png"] = png_data_url(outline_png(predictor.card_outline(png, "png") if png is not None
+                                                         else predictor.card_outline(csv, "csv")))
+            if "image" in x:
+                extra["input_png"] = png_data_url(to_grey_png(x["image"]))
+    except CardError as exc:
+        raise ApiError(422, "invalid_card", f"not a usable card for the {predictor.kind} model: {exc}") from None
+    return x, extra
+
+
+def _prepare(data: bytes, kind: str, include_input: bool,
+             predictor: Predictor | None = None) -> tuple[np.ndarray, dict[str, str]]:
     """Card bytes -> model input (the model's shared preprocessing), plus display images when asked.
 
     Raises:
         ApiError: 422 for a file that is not a usable card.
     """
-    predictor = state().predictor
+    predictor = predictor or state().predictor
     try:
         x = predictor.prepare(data, kind)
         extra = {}
@@ -279,6 +340,7 @@ def model_info():
     _require_token()
     st = state()
     info = st.predictor.describe()
+    info["models"] = st.models.describe()
     info["service"] = {
         "max_upload_bytes": int(st.config.max_upload_mb * MiB),
         "max_batch_upload_bytes": int(st.config.max_batch_upload_mb * MiB),
@@ -314,24 +376,35 @@ def classify():
     if is_zip(upload) and upload.data.startswith(ZIP_MAGIC):
         raise ApiError(415, "unsupported_media_type", "the upload is a zip archive; send zips to /classify/batch")
     kind = card_kind(upload)
-    x, extra = _prepare(upload.data, kind, include_input)
+    series = _series_upload(kind)
+    png = upload.data if kind == "png" else None
+    csv = series.data if series is not None else (upload.data if kind == "csv" else None)
+    predictor, used = _route(png, csv)
+    if isinstance(predictor, SeriesPredictor):
+        x, extra = _prepare_series(predictor, png, csv, include_input)
+    else:
+        x, extra = _prepare(upload.data, kind, include_input, predictor)
     with Timer() as t:
-        probs = st.predictor.predict(x[None])[0]
+        probs = predictor.predict(ModelSet.stack([x]))[0]
     st.metrics.inference.observe(t.seconds)
-    body = st.predictor.result(probs, top_k)
+    body = predictor.result(probs, top_k)
     st.metrics.predictions.labels(label=body["label"]).inc()
-    body["model"] = st.predictor.model_id
-    body["input"] = {"kind": kind, **({"filename": upload.filename} if upload.filename else {})}
+    body["model"] = predictor.model_id
+    body["input"] = {"kind": used, **({"filename": upload.filename} if upload.filename else {}),
+                     **({"series_filename": series.filename} if series is not None and series.filename else {})}
     body.update(extra)
     body["elapsed_ms"] = _ms(time.perf_counter() - started)
     return jsonify(body)
 
 
-def _iter_batch_cards(uploads: list[Upload], limit: int) -> Iterator[tuple[str, str, str | None, bytes | None, dict | None]]:
-    """Yield ``(id, file, kind, data, error)`` for every card of a batch request.
+def _iter_batch_cards(uploads: list[Upload], limit: int, pair_files: bool = False
+                      ) -> Iterator[tuple[str, str, bytes | None, bytes | None, dict | None]]:
+    """Yield ``(id, file, png, csv, error)`` for every card of a batch request.
 
-    Zips are read in memory with the shared safe reader (``shared.dataset_io``); their cards are
-    paired and chosen as in the batch scorer (PNG, else CSV), refused card members come out as errors.
+    Zips are read in memory with the shared safe reader (``shared.dataset_io``), which pairs
+    ``<id>.png`` with ``<id>.csv``; refused card members come out as errors. Loose files are one card
+    each, except that with ``pair_files`` (a dual model is loaded) a PNG and a CSV of the same name
+    are one card.
 
     Raises:
         ApiError: 413 past ``limit`` cards, 422 for a zip that cannot be opened at all.
@@ -344,18 +417,47 @@ def _iter_batch_cards(uploads: list[Upload], limit: int) -> Iterator[tuple[str, 
         if count > limit:
             raise ApiError(413, "too_many_cards", f"a batch holds at most {limit} cards; split the upload")
 
+    loose: list[tuple[Upload, str | None, dict | None]] = []
+    for upload in uploads:
+        if is_zip(upload):
+            continue
+        if not upload.data:
+            loose.append((upload, None, {"code": "empty_file", "message": "the file is empty"}))
+            continue
+        try:
+            loose.append((upload, card_kind(upload), None))
+        except ApiError as exc:
+            loose.append((upload, None, exc.to_dict()))
+    partner: dict[int, int] = {}
+    if pair_files:
+        by_stem: dict[str, dict[str, int]] = {}
+        for i, (upload, kind, error) in enumerate(loose):
+            if error is None and upload.stem:
+                by_stem.setdefault(upload.stem, {}).setdefault(kind, i)
+        for kinds in by_stem.values():
+            if "png" in kinds and "csv" in kinds:
+                partner[kinds["png"]] = kinds["csv"]
+                partner[kinds["csv"]] = kinds["png"]
+
+    done: set[int] = set()
+    loose_index = {id(u): i for i, (u, _, _) in enumerate(loose)}
     for upload in uploads:
         if not is_zip(upload):
+            i = loose_index[id(upload)]
+            if i in done:
+                continue
+            _, kind, error = loose[i]
             bump()
-            if not upload.data:
-                yield upload.stem, upload.filename, None, None, {"code": "empty_file", "message": "the file is empty"}
-                continue
-            try:
-                kind = card_kind(upload)
-            except ApiError as exc:
-                yield upload.stem, upload.filename, None, None, exc.to_dict()
-                continue
-            yield upload.stem, upload.filename, kind, upload.data, None
+            if error is not None:
+                yield upload.stem, upload.filename, None, None, error
+            elif i in partner:
+                j = partner[i]
+                done.add(j)
+                png, csv = (loose[i][0], loose[j][0]) if kind == "png" else (loose[j][0], loose[i][0])
+                yield png.stem, png.filename, png.data, csv.data, None
+            else:
+                yield upload.stem, upload.filename, (upload.data if kind == "png" else None), \
+                    (upload.data if kind == "csv" else None), None
             continue
         try:
             source = iter_cards(upload.data)
@@ -368,11 +470,11 @@ def _iter_batch_cards(uploads: list[Upload], limit: int) -> Iterator[tuple[str, 
             for card in source:
                 seen.add((card.folder, card.id))
                 try:
-                    kind, data = card_payload(card)
+                    card_payload(card)  # the card has a readable file at all (else: why not)
                 except CardError as exc:
                     yield card.id, card.name, None, None, {"code": "invalid_card", "message": str(exc)}
                     continue
-                yield card.id, card.name, kind, data, None
+                yield card.id, card.name, card.png, card.csv, None
             for card_id, name, reason in skipped_card_members(source, seen):
                 bump()
                 yield card_id, name, None, None, {"code": "skipped_member", "message": f"{name}: {reason}"}
@@ -388,36 +490,45 @@ def classify_batch():
     top_k = min(_int_arg("top_k", 0, 0, 10_000), len(st.predictor.codes))
     uploads = _batch_uploads()
     results: list[dict[str, Any]] = []
-    pending: list[tuple[int, np.ndarray]] = []
+    # One queue per model kind: each card goes to the model that reads it (serving.routing).
+    pending: dict[str, list[tuple[int, Any]]] = {}
 
-    def flush() -> None:
-        if not pending:
+    def flush(kind: str) -> None:
+        items = pending.pop(kind, [])
+        if not items:
             return
+        predictor = st.models.get(kind)
         with Timer() as t:
-            probs = st.predictor.predict(np.stack([x for _, x in pending]))
+            probs = predictor.predict(ModelSet.stack([x for _, x in items]))
         st.metrics.inference.observe(t.seconds)
-        for (index, _), row in zip(pending, probs):
-            body = st.predictor.result(row, top_k)
+        for (index, _), row in zip(items, probs):
+            body = predictor.result(row, top_k)
             st.metrics.predictions.labels(label=body["label"]).inc()
             results[index].update(body)
-        pending.clear()
+            results[index]["model"] = predictor.model_id
 
-    for card_id, filename, kind, data, error in _iter_batch_cards(uploads, st.config.max_batch_cards):
+    cards = _iter_batch_cards(uploads, st.config.max_batch_cards, pair_files=st.models.get("dual") is not None)
+    for card_id, filename, png, csv, error in cards:
         entry: dict[str, Any] = {"id": card_id, "file": filename}
         results.append(entry)
         if error is None:
-            entry["kind"] = kind
             try:
-                x, _ = _prepare(data, kind, include_input=False)
-                pending.append((len(results) - 1, x))
+                predictor, used = _route(png, csv)
+                entry["kind"] = used
+                if isinstance(predictor, SeriesPredictor):
+                    x, _ = _prepare_series(predictor, png, csv, include_input=False)
+                else:
+                    x, _ = _prepare(png if used == "png" else csv, used, False, predictor)
+                pending.setdefault(predictor.kind, []).append((len(results) - 1, x))
+                if len(pending[predictor.kind]) >= predictor.max_batch:
+                    flush(predictor.kind)
             except ApiError as exc:
                 error = exc.to_dict()
         if error is not None:
             entry["error"] = error
             st.metrics.errors.labels(kind=error["code"]).inc()
-        if len(pending) >= st.predictor.max_batch:
-            flush()
-    flush()
+    for kind in list(pending):
+        flush(kind)
     st.metrics.batch_cards.observe(len(results))
     failed = sum(1 for r in results if "error" in r)
     return jsonify(

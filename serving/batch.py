@@ -227,7 +227,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", default="predictions.csv", help="output CSV (written atomically; default predictions.csv)")
     parser.add_argument(
         "--model", default=os.environ.get("CARDSENSE_MODEL_DIR") or None,
-        help="exported model folder (default $CARDSENSE_MODEL_DIR or models/default)",
+        help="exported model folder(s), comma-separated: one image model and optionally a series and a dual "
+             "model (default $CARDSENSE_MODEL_DIR or models/default, plus $CARDSENSE_EXTRA_MODEL_DIRS or the "
+             "shipped models/series and models/dual); PNG + CSV pairs go to the dual model, lone CSVs to the "
+             "series model",
     )
     parser.add_argument("--batch-size", type=int, default=32, help="cards per inference call (default 32)")
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default=os.environ.get("CARDSENSE_DEVICE", "auto"))
@@ -282,20 +285,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
-    from serving.config import DEFAULT_MODEL_DIR  # noqa: PLC0415
-    from serving.predictor import Predictor, StartupError  # noqa: PLC0415 - heavy (Paddle)
+    from serving.config import DEFAULT_MODEL_DIR, extra_model_dirs  # noqa: PLC0415
+    from serving.predictor import StartupError  # noqa: PLC0415 - heavy (Paddle)
+    from serving.routing import ModelSet, score_routed  # noqa: PLC0415
 
     # With worker processes filling cards, one math thread leaves the other core(s) to them.
     cpu_threads = args.cpu_threads or (1 if pool is not None else os.cpu_count() or 1)
+    folders = [f.strip() for f in (args.model or str(DEFAULT_MODEL_DIR)).split(",") if f.strip()]
+    if not args.model or "CARDSENSE_EXTRA_MODEL_DIRS" in os.environ:
+        folders += [str(d) for d in extra_model_dirs() if str(d) not in folders]
     try:
-        predictor = Predictor(
-            args.model or DEFAULT_MODEL_DIR, device=args.device, cpu_threads=cpu_threads,
-            pool_size=1, batch_sizes=sorted({1, args.batch_size}),
-        )
+        models = ModelSet.load(folders, device=args.device, cpu_threads=cpu_threads, pool_size=1,
+                               batch_sizes=sorted({1, args.batch_size}))
     except StartupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         source.close()
         return 2
+    predictor = models.primary
+    routed = set(models.by_kind) != {"image"}
 
     from tqdm import tqdm  # noqa: PLC0415
 
@@ -307,15 +314,19 @@ def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
         with atomic_output_file(args.out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(["id", "label", "name", "confidence", *predictor.codes, "error"])
-            _write_rows(writer, predictor, score_source(
-                predictor, source, args.batch_size, bar, report_skipped=last_shard, workers=args.workers, pool=pool
-            ), summary, truth)
+            if routed:  # a series and/or dual model: each card goes to the model that reads it
+                rows = score_routed(models, source, args.batch_size, bar, report_skipped=last_shard, pool=pool)
+            else:
+                rows = score_source(predictor, source, args.batch_size, bar, report_skipped=last_shard,
+                                    workers=args.workers, pool=pool)
+            _write_rows(writer, predictor, rows, summary, truth)
     elapsed = time.perf_counter() - started
 
     total = sum(summary.values())
     errors = summary.pop("<error>", 0)
     print(f"\n{total} card(s) scored in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f} cards/s) -> {args.out}")
-    print(f"model {predictor.name} ({predictor.version}) on {predictor.device}")
+    for kind, p in models.by_kind.items():
+        print(f"{kind} model {p.name} ({p.version}) on {p.device}")
     names = {x["code"]: x["name"] for x in predictor.labels}
     for code in predictor.codes:
         if summary[code]:

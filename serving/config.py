@@ -13,6 +13,8 @@ from typing import Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
+# Series/dual models loaded beside the image model when CARDSENSE_EXTRA_MODEL_DIRS is unset (if present).
+DEFAULT_EXTRA_MODEL_DIRS = (REPO_ROOT / "models" / "series", REPO_ROOT / "models" / "dual")
 DEVICES = ("auto", "cpu", "gpu")
 
 
@@ -68,6 +70,7 @@ class ServingConfig:
     """Resolved settings of one service process. See :func:`from_env` for the variable names."""
 
     model_dir: Path = DEFAULT_MODEL_DIR
+    extra_model_dirs: tuple[Path, ...] = ()  # series / dual models served beside model_dir (serving.routing)
     device: str = "auto"
     gpu_id: int = 0
     gpu_mem_mb: int = 256
@@ -113,6 +116,7 @@ class ServingConfig:
         trt_cache = env.get("CARDSENSE_TRT_CACHE_DIR", "").strip()
         return cls(
             model_dir=Path(env.get("CARDSENSE_MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR),
+            extra_model_dirs=extra_model_dirs(env),
             device=env.get("CARDSENSE_DEVICE", "auto").strip().lower() or "auto",
             gpu_id=_int(env, "CARDSENSE_GPU_ID", 0, minimum=0),
             gpu_mem_mb=_int(env, "CARDSENSE_GPU_MEM_MB", 256),
@@ -126,3 +130,21 @@ class ServingConfig:
             max_batch_cards=_int(env, "CARDSENSE_MAX_BATCH_CARDS", 1000),
             api_token=env.get("CARDSENSE_API_TOKEN", "").strip() or None,
         )
+
+
+def extra_model_dirs(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The series/dual model folders to serve beside ``CARDSENSE_MODEL_DIR``.
+
+    ``CARDSENSE_EXTRA_MODEL_DIRS``: comma-separated folders; ``none`` for none. Unset: the shipped
+    ``models/series`` and ``models/dual`` (when they exist) if ``CARDSENSE_MODEL_DIR`` is unset too
+    (the shipped set); a service pointed at its own model serves only that unless extras are named.
+    """
+    env = os.environ if env is None else env
+    raw = env.get("CARDSENSE_EXTRA_MODEL_DIRS")
+    if raw is None:
+        if env.get("CARDSENSE_MODEL_DIR", "").strip():
+            return ()
+        return tuple(d for d in DEFAULT_EXTRA_MODEL_DIRS if (d / "meta.json").is_file())
+    if raw.strip().lower() in ("", "none"):
+        return ()
+    return tuple(Path(x.strip()) for x in raw.split(",") if x.strip())

@@ -133,20 +133,12 @@ class Predictor:
             self.meta: dict[str, Any] = load_meta(self.model_dir)
         except ModelFolderError as exc:
             raise StartupError(f"cannot load model: {exc}") from exc
-        kind = self.meta.get("kind", "image")
-        if kind != "image":
-            raise StartupError(f"{self.model_dir}: model kind {kind!r} is not served; this service takes image models")
-        try:
-            self.preprocess = PreprocessConfig.from_dict(self.meta["preprocess"])
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise StartupError(f"{self.model_dir}/meta.json: unusable preprocessing: {exc}") from exc
-
+        self.kind: str = self.meta.get("kind", "image")
         self.labels: list[dict[str, str]] = [dict(x) for x in self.meta["labels"]]
         self.codes: list[str] = [x["code"] for x in self.labels]
         if len(set(self.codes)) != len(self.codes):
             raise StartupError(f"{self.model_dir}/meta.json: label codes are not unique: {self.codes}")
-        self.input_shape: tuple[int, ...] = tuple(self.preprocess.input_shape)
-        self._check_input_spec()
+        self._setup_inputs()
 
         self.batch_sizes = tuple(sorted(set(int(b) for b in batch_sizes)))
         if not self.batch_sizes or self.batch_sizes[0] < 1 or 1 not in self.batch_sizes:
@@ -185,6 +177,18 @@ class Predictor:
         )
 
     # ---------------------------------------------------------------------------------- set-up
+
+    def _setup_inputs(self) -> None:
+        """Preprocessing and input shape from ``meta.json`` (image models; series/dual: serving.routing)."""
+        if self.kind != "image":
+            raise StartupError(f"{self.model_dir}: a {self.kind!r} model is served by serving.routing.load_predictor, "
+                               "not Predictor")
+        try:
+            self.preprocess = PreprocessConfig.from_dict(self.meta["preprocess"])
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise StartupError(f"{self.model_dir}/meta.json: unusable preprocessing: {exc}") from exc
+        self.input_shape: tuple[int, ...] = tuple(self.preprocess.input_shape)
+        self._check_input_spec()
 
     def _check_input_spec(self) -> None:
         spec = self.meta.get("input") or {}
@@ -366,8 +370,8 @@ class Predictor:
 
     @property
     def model_id(self) -> dict[str, str]:
-        """``{"name", "version"}`` of the loaded model, returned with every prediction."""
-        return {"name": self.name, "version": self.version}
+        """``{"name", "version", "kind"}`` of the loaded model, returned with every prediction."""
+        return {"name": self.name, "version": self.version, "kind": self.kind}
 
     def describe(self) -> dict[str, Any]:
         """Model metadata, device and runtime settings, for ``GET /model``."""

@@ -44,7 +44,7 @@ def test_classify_png_multipart(client):
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert body["confidence"] == pytest.approx(max(body["probabilities"].values()))
     assert body["probabilities"][body["label"]] == body["confidence"]
-    assert body["model"] == {"name": "tiny-test", "version": "0.0.1"}
+    assert body["model"] == {"name": "tiny-test", "version": "0.0.1", "kind": "image"}
     assert body["elapsed_ms"] > 0
     assert body["name"] and body["name_en"]
     assert "top_k" not in body

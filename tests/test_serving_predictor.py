@@ -23,7 +23,7 @@ def test_labels_and_preprocessing_come_from_meta(predictor, tiny_model):
     meta = json.loads((tiny_model / "meta.json").read_text(encoding="utf-8"))
     assert predictor.codes == [x["code"] for x in meta["labels"]]
     assert predictor.preprocess.to_dict() == meta["preprocess"]
-    assert predictor.model_id == {"name": "tiny-test", "version": "0.0.1"}
+    assert predictor.model_id == {"name": "tiny-test", "version": "0.0.1", "kind": "image"}
     info = predictor.describe()
     assert info["device"]["selected"] == "cpu" and info["device"]["onednn"] is True
     assert info["runtime"]["batch_sizes"] == [1, 4, 8]
