@@ -87,6 +87,22 @@ def _edit_meta(folder, **changes):
     (folder / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
 
 
+def _reexport_meta(folder):
+    """Write meta.json again after the network was replaced, as an export of that network would
+    (the weights digest then matches, so the check under test is the one that fires)."""
+    from shared.meta import write_meta
+
+    write_meta(folder, json.loads((folder / "meta.json").read_text(encoding="utf-8")))
+
+
+def test_damaged_weights_are_refused_at_start_up(tiny_model, tmp_path):
+    folder = _copy_model(tiny_model, tmp_path)
+    params = folder / "inference.pdiparams"
+    params.write_bytes(params.read_bytes()[:-64])
+    with pytest.raises(StartupError, match="does not match meta.json"):
+        Predictor(folder, device="cpu")
+
+
 def test_missing_folder_fails_with_clear_message(tmp_path):
     with pytest.raises(StartupError, match="does not exist"):
         Predictor(tmp_path / "nope", device="cpu")
@@ -136,6 +152,7 @@ def test_network_input_shape_mismatch(tiny_model, tmp_path):
 
     paddle.jit.save(Small(), str(folder / "inference"),
                     input_spec=[paddle.static.InputSpec([None, 1, 100, 200], "float32")])
+    _reexport_meta(folder)
     with pytest.raises(StartupError, match="network takes"):
         Predictor(folder, device="cpu")
 
@@ -187,6 +204,7 @@ def test_logits_instead_of_probabilities_are_refused(tmp_path):
 
     paddle.jit.save(Logits(), str(folder / "inference"),
                     input_spec=[paddle.static.InputSpec([None, 1, 190, 400], "float32")])
+    _reexport_meta(folder)
     with pytest.raises(StartupError, match="softmax"):
         Predictor(folder, device="cpu", batch_sizes=(1,))
 
