@@ -62,22 +62,31 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, flush=True)
 
     t0 = time.perf_counter()
+
+    def part(name: str, fn) -> None:
+        # One part failing (e.g. the training CLI changed) must not lose the others' figures.
+        log(f"{name} ...")
+        try:
+            results[name] = fn()
+        except Exception as exc:  # noqa: BLE001 - reported in the table and the exit status
+            log(f"  {name} FAILED: {exc}")
+            results.setdefault("failed", {})[name] = str(exc)[-2000:]
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+
     if "batch" in only:
         from bench.batch import bench_batch  # noqa: PLC0415
 
-        log("batch scoring ...")
-        results["batch"] = bench_batch(args.model, per_class=cfg["per_class"], log=log, **cfg["batch"])
+        part("batch", lambda: bench_batch(args.model, per_class=cfg["per_class"], log=log, **cfg["batch"]))
     if "serve" in only:
         from bench.serve import bench_serve  # noqa: PLC0415
 
-        log("/classify ...")
-        results["serve"] = bench_serve(args.model, workers=2, threads=1, per_class=cfg["per_class"], log=log,
-                                       **cfg["serve"])
+        part("serve", lambda: bench_serve(args.model, workers=2, threads=1, per_class=cfg["per_class"], log=log,
+                                          **cfg["serve"]))
     if "train" in only:
         from bench.train import bench_train  # noqa: PLC0415
 
-        log("training ...")
-        results["train"] = bench_train(log=log, **cfg["train"])
+        part("train", lambda: bench_train(log=log, **cfg["train"]))
     results["minutes"] = round((time.perf_counter() - t0) / 60, 1)
     results["load_end"] = load()
     from bench.report import render  # noqa: PLC0415
@@ -87,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
     log(f"wrote {args.out}")
-    return 0
+    return 1 if results.get("failed") else 0
 
 
 if __name__ == "__main__":

@@ -80,6 +80,8 @@ def render(r: dict) -> str:
             out.append(f"| {row['recipe']} | {_f(row['cli_samples_s'], 1)} | {_f(row['notebook_samples_s'], 1)} | "
                        f"{_ratio(row['cli_samples_s'], row['notebook_samples_s'])} |")
         out.append("")
+    for name, error in (r.get("failed") or {}).items():
+        out += [f"**{name} benchmark failed** in this run:", "", "```", error.strip()[-1500:], "```", ""]
     if NOTES.is_file():
         out += [NOTES.read_text(encoding="utf-8").rstrip(), ""]
     return "\n".join(out)
@@ -87,3 +89,20 @@ def render(r: dict) -> str:
 
 def s_cards(s: dict) -> int:
     return int(s["cards"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.report RESULTS.json OUT.md``: re-render a saved run (e.g. after editing the notes)."""
+    import json  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m bench.report RESULTS.json OUT.md", file=sys.stderr)
+        return 2
+    Path(args[1]).write_text(render(json.loads(Path(args[0]).read_text(encoding="utf-8"))), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
