@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED = 50  # bad cards listed by name in reports; all are counted
 CACHE_FORMAT = 2  # bump when the cache layout changes
-DEFAULT_SIM = {"per_class": 600, "seed": 20240601}
+DEFAULT_SIM = {"per_class": 800, "seed": 20240601}
 DEFAULT_WELL_PATTERN = r"^(.+?)[_\-]"
 EXAMPLES_PER_CLASS = 3
 
