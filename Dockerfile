@@ -15,6 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CARDSENSE_MODEL_DIR=/app/models/default \
+    CARDSENSE_EXTRA_MODEL_DIRS=/app/models/series,/app/models/dual \
     CARDSENSE_DEVICE=auto \
     CARDSENSE_PORT=8000 \
     CARDSENSE_TRT_CACHE_DIR=/home/cardsense/.cache/trt
@@ -35,8 +36,11 @@ RUN grep -v -E '^paddlepaddle([=<>~ ]|$)' /tmp/requirements-serve.txt > /tmp/req
 # Only what the service runs: no training code, tests or data.
 COPY shared/ /app/shared/
 COPY serving/ /app/serving/
-# The default model; mount another folder and point CARDSENSE_MODEL_DIR at it to serve a different one.
+# The shipped models (image default, series for CSVs, dual for PNG + CSV pairs); mount another folder
+# and point CARDSENSE_MODEL_DIR (and CARDSENSE_EXTRA_MODEL_DIRS, or "none") at it to serve a different one.
 COPY models/default/ /app/models/default/
+COPY models/series/ /app/models/series/
+COPY models/dual/ /app/models/dual/
 
 # Non-root (numeric, so Kubernetes' runAsNonRoot can verify it).
 USER 10001:10001

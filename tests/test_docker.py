@@ -63,7 +63,7 @@ def test_dockerignore_keeps_the_context_small():
     lines = [x.strip() for x in (REPO / ".dockerignore").read_text().splitlines() if x.strip() and not x.startswith("#")]
     assert lines[0] == "**"
     allowed = {x[1:].rstrip("/") for x in lines if x.startswith("!")}
-    assert allowed == {"requirements-serve.txt", "shared", "serving", "models/default"}
+    assert allowed == {"requirements-serve.txt", "shared", "serving", "models/default", "models/series", "models/dual"}
 
 
 def test_every_copied_path_is_in_the_context():
