@@ -416,6 +416,25 @@ def write_card_csv(path: str | os.PathLike, position: np.ndarray, load: np.ndarr
 _SHIFT = 4  # sub-pixel bits for cv2 drawing
 
 
+def checked_card_arrays(position, load) -> tuple[np.ndarray, np.ndarray]:
+    """Position and load as 1-D ``float64`` arrays, checked to be one drawable stroke.
+
+    Raises:
+        CardError: different lengths, too few points, NaN/inf, or no extent in position or load.
+    """
+    position = np.asarray(position, dtype=np.float64).ravel()
+    load = np.asarray(load, dtype=np.float64).ravel()
+    if position.shape != load.shape:
+        raise CardError(f"position and load differ in length ({position.size} vs {load.size})")
+    if position.size < MIN_CARD_POINTS:
+        raise CardError(f"a card needs at least {MIN_CARD_POINTS} points, got {position.size}")
+    if not (np.all(np.isfinite(position)) and np.all(np.isfinite(load))):
+        raise CardError("card holds NaN or infinite values")
+    if np.ptp(position) <= 0 or np.ptp(load) <= 0:
+        raise CardError("card has no extent in position or load")
+    return position, load
+
+
 def render_card_ink(
     position: np.ndarray,
     load: np.ndarray,
@@ -432,17 +451,8 @@ def render_card_ink(
     Raises:
         CardError: arrays of different length, too few points, non-finite values or no extent.
     """
-    position = np.asarray(position, dtype=np.float64).ravel()
-    load = np.asarray(load, dtype=np.float64).ravel()
-    if position.shape != load.shape:
-        raise CardError(f"position and load differ in length ({position.size} vs {load.size})")
-    if position.size < MIN_CARD_POINTS:
-        raise CardError(f"a card needs at least {MIN_CARD_POINTS} points, got {position.size}")
-    if not (np.all(np.isfinite(position)) and np.all(np.isfinite(load))):
-        raise CardError("card holds NaN or infinite values")
+    position, load = checked_card_arrays(position, load)
     p_span, f_span = np.ptp(position), np.ptp(load)
-    if p_span <= 0 or f_span <= 0:
-        raise CardError("card has no extent in position or load")
     if not (0 <= margin and 2 * margin + 8 < min(width, height)):
         raise ValueError(f"margin {margin} does not fit a {width} x {height} image")
     x = margin + (position - position.min()) / p_span * (width - 1 - 2 * margin)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.cards import Card, CardError, read_card_csv
+from shared.cards import Card, checked_card_arrays, read_card_csv
 
 SERIES_VERSION = "series-v1"
 SERIES_CHANNELS = 5
@@ -103,17 +103,8 @@ def preprocess_series(card: Card, config: SeriesConfig = DEFAULT_SERIES_CONFIG) 
     Raises:
         CardError: too few points, non-finite values, or no extent in position or load.
     """
-    position = np.asarray(card.position, dtype=np.float64)
-    load = np.asarray(card.load, dtype=np.float64)
-    if position.shape != load.shape or position.ndim != 1:
-        raise CardError("position and load must be 1-D arrays of the same length")
-    if len(position) < 20:
-        raise CardError(f"a card needs at least 20 points, got {len(position)}")
-    if not (np.all(np.isfinite(position)) and np.all(np.isfinite(load))):
-        raise CardError("card holds NaN or infinite values")
+    position, load = checked_card_arrays(card.position, card.load)
     p_span, f_span = np.ptp(position), np.ptp(load)
-    if p_span <= 0 or f_span <= 0:
-        raise CardError("card has no extent in position or load")
     position, load = _orient(position, load)
     p = _resample((position - position.min()) / p_span, config.length)
     f = _resample((load - load.min()) / f_span, config.length)
