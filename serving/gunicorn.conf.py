@@ -189,6 +189,11 @@ def post_fork(server, worker):
     """In the new worker: load the checked snapshot, and know the last reload's outcome (``GET /model``)."""
     snapshots = getattr(server, "cardsense_snapshots", None)
     if snapshots:
+        # The worker's CARDSENSE_MODEL_DIR becomes the snapshot; pin the extra (series/dual) folders the
+        # master resolved, or the worker would read "a model folder was named" as "no extras".
+        os.environ.setdefault(
+            "CARDSENSE_EXTRA_MODEL_DIRS", ",".join(str(d) for d in _cfg.extra_model_dirs) or "none"
+        )
         os.environ["CARDSENSE_MODEL_DIR"] = str(snapshots[-1])
     os.environ["CARDSENSE_MODEL_SOURCE"] = str(_cfg.model_dir)
     os.environ["CARDSENSE_RELOAD_STATUS"] = json.dumps(getattr(server, "cardsense_reload", {}), ensure_ascii=False)

@@ -197,13 +197,14 @@ def free_port() -> int:
 class GunicornServer:
     """A gunicorn master started with the project's config; ``url`` is its base address."""
 
-    def __init__(self, model_dir: Path, log_path: Path, **env_overrides: str) -> None:
+    def __init__(self, model_dir: Path | None, log_path: Path, **env_overrides: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CARDSENSE_", "PROMETHEUS_"))}
+        if model_dir is not None:  # None: the shipped models, as a fresh install serves them
+            env["CARDSENSE_MODEL_DIR"] = str(model_dir)
         env.update(
-            CARDSENSE_MODEL_DIR=str(model_dir),
             CARDSENSE_BIND=f"127.0.0.1:{self.port}",
             CARDSENSE_DEVICE="cpu",
             CARDSENSE_WORKERS="2",

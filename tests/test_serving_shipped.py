@@ -1,0 +1,59 @@
+"""The shipped model set behind a real gunicorn, configured as a fresh install runs it (no CARDSENSE_MODEL_DIR):
+a PNG is answered by the image model, a CSV by the series model, a PNG + CSV pair by the dual model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared.cards import card_csv_text, render_card_png
+from tests.conftest import GunicornServer, encode_multipart, http
+from tests.shapes import fluid_pound_card
+
+
+@pytest.fixture(scope="module")
+def shipped_server(tmp_path_factory):
+    server = GunicornServer(None, tmp_path_factory.mktemp("shipped") / "gunicorn.log", CARDSENSE_WORKERS="1")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def _classify(server, files):
+    body, ctype = encode_multipart(files)
+    status, _, raw = http("POST", server.url + "/classify", body, {"Content-Type": ctype})
+    assert status == 200, raw
+    return json.loads(raw)
+
+
+def test_shipped_models_route_by_what_arrives(shipped_server):
+    png = render_card_png(*fluid_pound_card())
+    csv = card_csv_text(*fluid_pound_card()).encode("gbk")
+    by_png = _classify(shipped_server, [("file", "c.png", png, "image/png")])
+    by_csv = _classify(shipped_server, [("file", "c.csv", csv, "text/csv")])
+    by_pair = _classify(shipped_server, [("file", "c.png", png, "image/png"), ("series", "c.csv", csv, "text/csv")])
+    assert (by_png["model"]["kind"], by_csv["model"]["kind"], by_pair["model"]["kind"]) == ("image", "series", "dual")
+    for answer in (by_png, by_csv, by_pair):
+        assert abs(sum(answer["probabilities"].values()) - 1.0) < 1e-4
+
+
+def test_shipped_models_survive_a_reload(shipped_server):
+    """After SIGHUP the new workers load the checked snapshot of the default model and still the extras."""
+    import os
+    import signal
+    import time
+
+    os.kill(shipped_server.proc.pid, signal.SIGHUP)
+    csv = card_csv_text(*fluid_pound_card()).encode("gbk")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        status, _, raw = http("GET", shipped_server.url + "/model")
+        if status == 200 and json.loads(raw).get("service", {}).get("reload", {}).get("ok"):
+            break
+        time.sleep(0.5)
+    time.sleep(3)  # let the old worker retire
+    answer = _classify(shipped_server, [("file", "c.csv", csv, "text/csv")])
+    assert answer["model"]["kind"] == "series"
