@@ -232,8 +232,7 @@ def test_the_shipped_default_model_if_present():
     from serving.config import DEFAULT_MODEL_DIR
     from tests.conftest import REPO
 
-    if not (DEFAULT_MODEL_DIR / "meta.json").exists():
-        pytest.skip("models/default is not in this checkout yet")
+    assert (DEFAULT_MODEL_DIR / "meta.json").exists(), "models/default is shipped with the repository"
     predictor = Predictor(DEFAULT_MODEL_DIR, device="cpu", batch_sizes=(1, 8))
     golden = sorted(p for p in (REPO / "tests" / "fixtures" / "golden").glob("*.png") if ".expected." not in p.name)
     cards = [p.read_bytes() for p in golden] or [card_png(k) for k in CARD_KINDS]
