@@ -183,6 +183,15 @@ def client(app):
     return app.test_client()
 
 
+def simulated_train_set(tmp_path_factory, per_class: int, seed: int) -> Path:
+    """A tiny simulated set in the competition layout; returns its ``train/`` folder (A01 … A12/)."""
+    from training.simulate import generate_dataset
+
+    out = tmp_path_factory.mktemp("sim") / "set"
+    generate_dataset(out, per_class, seed=seed, workers=1, progress=False)
+    return out / "train"
+
+
 # --------------------------------------------------------------------------------------------
 # A real gunicorn on loopback
 # --------------------------------------------------------------------------------------------

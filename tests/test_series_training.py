@@ -24,11 +24,9 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sim_dir(tmp_path_factory) -> Path:
-    from training.simulate import generate_dataset
+    from tests.conftest import simulated_train_set
 
-    out = tmp_path_factory.mktemp("sim") / "set"
-    generate_dataset(out, PER_CLASS, seed=5, workers=1, progress=False)
-    return out / "train"
+    return simulated_train_set(tmp_path_factory, PER_CLASS, seed=5)
 
 
 def _train(kind: str, data: Path, cache: Path, root: Path) -> dict:

@@ -35,11 +35,9 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def sim_dir(tmp_path_factory) -> Path:
-    from training.simulate import generate_dataset
+    from tests.conftest import simulated_train_set
 
-    out = tmp_path_factory.mktemp("sim") / "set"
-    generate_dataset(out, PER_CLASS, seed=11, workers=1, progress=False)
-    return out / "train"
+    return simulated_train_set(tmp_path_factory, PER_CLASS, seed=11)
 
 
 @pytest.fixture(scope="module")
