@@ -139,6 +139,34 @@ def test_network_shapes(name):
     np.testing.assert_allclose(net(x).numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_row_bias_conv_trains_like_the_stock_conv():
+    """The notebook nets' training-only bias add gives the stock ``nn.Conv2D`` forward and gradients."""
+    from paddle import nn
+
+    from training.models import RowBiasConv2D
+
+    paddle.seed(3)
+    fast = RowBiasConv2D(3, 5, 3, stride=2, padding=1)
+    stock = nn.Conv2D(3, 5, 3, stride=2, padding=1)
+    stock.weight.set_value(fast.weight)
+    stock.bias.set_value(paddle.rand([5]))
+    fast.bias.set_value(stock.bias)
+    x = paddle.rand([4, 3, 19, 40])
+    outs, grads = [], []
+    for layer in (fast, stock):
+        layer.train()
+        y = layer(x)
+        (y * paddle.arange(y.size, dtype="float32").reshape(y.shape) / y.size).sum().backward()
+        outs.append(y.numpy())
+        grads.append((layer.weight.grad.numpy(), layer.bias.grad.numpy()))
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(grads[0][0], grads[1][0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-5)
+    assert float(np.abs(grads[0][1]).sum()) > 0
+    fast.eval()  # evaluation and export take the stock path
+    np.testing.assert_array_equal(fast(x).numpy(), stock(x).numpy())
+
+
 def test_unknown_model_lists_choices():
     from training.models import build_model
 
