@@ -21,6 +21,7 @@ import copy
 import json
 import logging
 import os
+import subprocess
 import time
 from typing import Any
 
@@ -73,6 +74,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("run")
     o.add_argument("--name", default=None, help="run name (default <model>-<time>)")
     o.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
+    o.add_argument("--procs", type=int, default=1, metavar="N",
+                   help="data-parallel processes on this machine (default 1): relaunches itself under "
+                        "paddle.distributed.launch and splits each batch over them, so the recipe is unchanged; "
+                        "on CPU one per core")
     o.add_argument("--out", default=None, help="export folder (default models/<run>)")
     o.add_argument("--logdir", default=str(REPO / "log"), help="VisualDL log folder (default log/)")
     o.add_argument("--runs-dir", default=str(REPO / "runs"), help="run folders (default runs/)")
@@ -382,9 +387,47 @@ def _compare(args, variants: list[tuple[str, dict[str, Any]]], group: str) -> li
     return results
 
 
+def launch_command(args: argparse.Namespace, argv: list[str]) -> list[str] | None:
+    """The ``paddle.distributed.launch`` command that runs ``argv`` in ``--procs`` processes, or None.
+
+    None when one process was asked for, for commands that do not train, and inside a launched
+    process (the launcher sets the world size). Each process gets ``--batch-size B/N`` so that one
+    step still sees the recipe's ``B`` cards, only split over the processes.
+    """
+    from training.train import world
+
+    if getattr(args, "procs", 1) <= 1 or world()[1] > 1:
+        return None
+    batch = resolve_recipe(args).batch_size
+    if batch % args.procs:
+        raise SystemExit(f"error: --procs {args.procs} must divide the batch size {batch} "
+                         f"(each process takes an equal share of every batch)")
+    child: list[str] = []
+    skip = False
+    for a in argv:  # the same arguments without --procs
+        if skip:
+            skip = False
+        elif a == "--procs":
+            skip = True
+        elif not a.startswith("--procs="):
+            child.append(a)
+    logs = Path(args.runs_dir) / "launch" / time.strftime("%Y%m%d-%H%M%S")
+    return [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(args.procs),
+            "--log_dir", str(logs), str(Path(__file__).resolve()), *child, "--batch-size", str(batch // args.procs)]
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if getattr(args, "procs", 1) < 1:
+        print("error: --procs must be at least 1", file=sys.stderr)
+        return 2
+    launch = launch_command(args, argv)
+    if launch is not None:
+        print(f"training in {args.procs} processes: {' '.join(launch[2:6])} … (worker logs in {launch[7]})", flush=True)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+        return subprocess.run(launch, env=env).returncode
     from shared.dataset_io import ArchiveError
     from shared.meta import ModelFolderError
 
