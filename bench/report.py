@@ -74,11 +74,15 @@ def render(r: dict) -> str:
                 f"{svc['rss_mib']} MiB; baseline process {base['rss_mib']} MiB.", ""]
     t = r.get("train")
     if t:
+        procs = t[0].get("procs") or 1
         out += ["## 3. Training (samples/s; CLI `python training/run.py` vs the notebook-style loop on the same network)",
-                "", "| recipe | CLI samples/s | notebook-style loop samples/s | ratio |", "|---|---:|---:|---:|"]
+                "", f"| recipe | CLI, 1 process | CLI `--procs {procs}` | notebook-style loop | ratio 1 process | "
+                f"ratio `--procs {procs}` |", "|---|---:|---:|---:|---:|---:|"]
         for row in t:
-            out.append(f"| {row['recipe']} | {_f(row['cli_samples_s'], 1)} | {_f(row['notebook_samples_s'], 1)} | "
-                       f"{_ratio(row['cli_samples_s'], row['notebook_samples_s'])} |")
+            multi = row.get("cli_procs_samples_s")
+            out.append(f"| {row['recipe']} | {_f(row['cli_samples_s'], 1)} | {_f(multi, 1) if multi else '–'} | "
+                       f"{_f(row['notebook_samples_s'], 1)} | {_ratio(row['cli_samples_s'], row['notebook_samples_s'])} | "
+                       f"{_ratio(multi, row['notebook_samples_s']) if multi else '–'} |")
         out.append("")
     for name, error in (r.get("failed") or {}).items():
         out += [f"**{name} benchmark failed** in this run:", "", "```", error.strip()[-1500:], "```", ""]

@@ -4,6 +4,7 @@ users run it), against the notebook-style loop on the same network (``bench.base
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -33,17 +34,24 @@ def run_notebook(folder: Path, model: str, method: str, batch: int, steps: int) 
 
 
 def bench_train(per_class: int, epochs: int, steps: int, repeats: int, log=print) -> list[dict]:
+    """Per recipe: the CLI in one process and with ``--procs`` = cores (data-parallel, same global batch),
+    interleaved with the notebook-style loop; medians of ``repeats``."""
     base = base_cards(per_class)
     folder = base[0].parent.parent
     tmp = Path(tempfile.mkdtemp(prefix="cardsense-bench-train-"))
+    procs = os.cpu_count() or 1
     rows = []
     for label, flags, model, method, batch in RECIPES:
-        cli, nb = [], []
+        cli, multi, nb = [], [], []
         for _ in range(repeats):
             nb.append(run_notebook(folder, model, method, batch, steps)["samples_per_s"])
             log(f"  notebook loop {model}: {nb[-1]:.1f} samples/s (load {load()})")
             cli.append(run_cli(flags, per_class, epochs, tmp)["samples_per_s"])
             log(f"  {label}: {cli[-1]:.1f} samples/s (load {load()})")
+            if procs > 1:
+                multi.append(run_cli([*flags, "--procs", str(procs)], per_class, epochs, tmp)["samples_per_s"])
+                log(f"  {label} --procs {procs}: {multi[-1]:.1f} samples/s (load {load()})")
         rows.append({"recipe": label, "model": model, "cli_samples_s": median(cli), "notebook_samples_s": median(nb),
-                     "all_cli": cli, "all_notebook": nb})
+                     "procs": procs, "cli_procs_samples_s": median(multi) if multi else None,
+                     "all_cli": cli, "all_cli_procs": multi, "all_notebook": nb})
     return rows

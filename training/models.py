@@ -51,7 +51,8 @@ class RowBiasConv2D(nn.Conv2D):
 class NotebookCNN(nn.Layer):
     """The notebook's 3-conv network; ``CNN01``/``CNN02``/``CNN03`` differ in widths, activations, pooling."""
 
-    def __init__(self, widths=(32, 32, 64), acts=("relu", "relu", "relu"), pool="max", num_classes=NUM_CLASSES):
+    def __init__(self, widths=(32, 32, 64), acts=("relu", "relu", "relu"), pool="max", num_classes=NUM_CLASSES,
+                 conv=RowBiasConv2D):
         super().__init__()
         act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}
 
@@ -62,9 +63,9 @@ class NotebookCNN(nn.Layer):
 
         c1, c2, c3 = widths
         self.features = nn.Sequential(
-            RowBiasConv2D(1, c1, 3, stride=2, padding=1), act[acts[0]](), pool_layer(),
-            RowBiasConv2D(c1, c2, 3, stride=2, padding=1), act[acts[1]](), pool_layer(),
-            RowBiasConv2D(c2, c3, 3, stride=2, padding=1), act[acts[2]](),
+            conv(1, c1, 3, stride=2, padding=1), act[acts[0]](), pool_layer(),
+            conv(c1, c2, 3, stride=2, padding=1), act[acts[1]](), pool_layer(),
+            conv(c2, c3, 3, stride=2, padding=1), act[acts[2]](),
         )
         self.fc = nn.Linear(c3 * 7 * 13, num_classes)
 
@@ -74,19 +75,19 @@ class NotebookCNN(nn.Layer):
         return self.fc(x)
 
 
-def cnn01() -> nn.Layer:
+def cnn01(**kwargs) -> nn.Layer:
     """Notebook CNN01: conv 1->32->32->64 (stride 2, ReLU), max pooling, FC 64*7*13 -> 12."""
-    return NotebookCNN((32, 32, 64), ("relu", "relu", "relu"), "max")
+    return NotebookCNN((32, 32, 64), ("relu", "relu", "relu"), "max", **kwargs)
 
 
-def cnn02() -> nn.Layer:
+def cnn02(**kwargs) -> nn.Layer:
     """Notebook CNN02: conv 1->128->64->64, sigmoid in the first two, max pooling."""
-    return NotebookCNN((128, 64, 64), ("sigmoid", "sigmoid", "relu"), "max")
+    return NotebookCNN((128, 64, 64), ("sigmoid", "sigmoid", "relu"), "max", **kwargs)
 
 
-def cnn03() -> nn.Layer:
+def cnn03(**kwargs) -> nn.Layer:
     """Notebook CNN03: conv 1->64->64->64 (ReLU), average pooling."""
-    return NotebookCNN((64, 64, 64), ("relu", "relu", "relu"), "avg")
+    return NotebookCNN((64, 64, 64), ("relu", "relu", "relu"), "avg", **kwargs)
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -162,8 +163,8 @@ MODELS = {"cnn01": cnn01, "cnn02": cnn02, "cnn03": cnn03, "cardnet": CardNet, "c
 DEFAULT_MODEL = "cardnet"
 
 
-def build_model(name: str) -> nn.Layer:
-    """Return a fresh network by name.
+def build_model(name: str, **kwargs) -> nn.Layer:
+    """Return a fresh network by name (``kwargs`` go to its constructor, e.g. ``conv=nn.Conv2D``).
 
     Raises:
         ValueError: for an unknown name, listing the valid ones.
@@ -173,7 +174,7 @@ def build_model(name: str) -> nn.Layer:
         key = DEFAULT_MODEL
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)} (or 'default')")
-    return MODELS[key]()
+    return MODELS[key](**kwargs)
 
 
 def count_parameters(layer: nn.Layer) -> int:
