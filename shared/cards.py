@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from shared.atomic import atomic_write_bytes, atomic_write_text
+from shared.png_decode import decode_rgba8
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,10 @@ def decode_card_png(source: bytes | str | os.PathLike) -> np.ndarray:
         CardError: empty, not a PNG, damaged or truncated, over the size limits, or no curve in it.
     """
     data = _read_source(source, MAX_PNG_BYTES, "PNG")
-    read_png_header(data)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    header = read_png_header(data)
+    img = decode_rgba8(data, header)  # the common card format, fast; None for anything else
+    if img is None:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise CardError("damaged or truncated PNG: the image data cannot be decoded")
     ink = ink_from_image(img)
