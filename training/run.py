@@ -425,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     launch = launch_command(args, argv)
     if launch is not None:
-        print(f"training in {args.procs} processes: {' '.join(launch[2:6])} … (worker logs in {launch[7]})", flush=True)
+        print(f"training in {args.procs} processes: {' '.join(launch[2:5])} … (worker logs in {launch[6]})", flush=True)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
         return subprocess.run(launch, env=env).returncode
     from shared.dataset_io import ArchiveError
