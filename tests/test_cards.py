@@ -237,6 +237,33 @@ def test_csv_round_trip_through_writer(tmp_path):
     assert card_csv_text(pos, load).splitlines()[0] == "位移(m),载荷(kN)"
 
 
+
+def test_trailing_zero_padding_is_not_part_of_the_card():
+    """A stroke padded to a fixed length with (0, 0) samples draws and resamples like the stroke alone."""
+    from shared.cards import checked_card_arrays, render_card_ink, trailing_padding
+    from shared.series import preprocess_series
+
+    pos, load = fluid_pound_card()
+    padded_pos, padded_load = np.r_[pos, np.zeros(50)], np.r_[load, np.zeros(50)]
+    assert trailing_padding(padded_pos, padded_load) == 50
+    got_pos, got_load = checked_card_arrays(padded_pos, padded_load)
+    np.testing.assert_array_equal(got_pos, pos)
+    np.testing.assert_array_equal(got_load, load)
+    card = read_card_csv(card_csv_text(padded_pos, padded_load).encode())  # through the CSV reader as well
+    plain = read_card_csv(card_csv_text(pos, load).encode())
+    np.testing.assert_array_equal(render_card_ink(card.position, card.load), render_card_ink(plain.position, plain.load))
+    np.testing.assert_array_equal(preprocess_series(card), preprocess_series(plain))
+    # the padding changed the picture before: a line to the bottom-left corner
+    assert (render_card_ink(np.r_[pos, 0.0], np.r_[load, 0.0]) != render_card_ink(pos, load)).any()
+    # up to three (0, 0) can be real readings (load cell unloaded at the bottom) and stay;
+    # zeros in only one column are data
+    assert trailing_padding(np.r_[pos, 0.0, 0.0, 0.0], np.r_[load, 0.0, 0.0, 0.0]) == 0
+    assert trailing_padding(np.r_[pos, np.zeros(4)], np.r_[load, np.zeros(4)]) == 4
+    assert trailing_padding(np.r_[pos, 0.0, 0.0, 0.0, 0.0], np.r_[load, 1.0, 0.0, 0.0, 0.0]) == 0
+    with pytest.raises(CardError, match="trailing"):
+        checked_card_arrays(np.r_[pos[:3], np.zeros(20)], np.r_[load[:3], np.zeros(20)])
+
+
 # ---------------------------------------------------------------- rendering and CLI
 
 

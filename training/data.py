@@ -36,7 +36,7 @@ from shared.preprocess import PreprocessConfig, card_ink, preprocess_ink
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 50  # bad cards listed by name in reports; all are counted
-CACHE_FORMAT = 2  # bump when the cache layout changes
+CACHE_FORMAT = 3  # bump when the cache layout or the card reading changes (3: trailing (0, 0) padding dropped)
 DEFAULT_SIM = {"per_class": 800, "seed": 20240601}
 DEFAULT_WELL_PATTERN = r"^(.+?)[_\-]"
 EXAMPLES_PER_CLASS = 3

@@ -25,7 +25,7 @@ from shared.cards import CardError, render_card_png, write_card_csv
 from shared.labels import CODES
 from shared.meta import load_meta, model_files
 from shared.preprocess import PreprocessConfig
-from training.data import default_cache_dir, load_data
+from training.data import CACHE_FORMAT, default_cache_dir, load_data
 from training.train import confusion_matrix, per_class_report
 from training.vdl import confusion_image
 
@@ -74,7 +74,7 @@ def field_csv_to_folder(csv_path: str | os.PathLike, out_dir: str | os.PathLike 
     """
     csv_path = Path(csv_path)
     st = csv_path.stat()
-    out = Path(out_dir or default_cache_dir() / f"field-{st.st_size}-{st.st_mtime_ns}")
+    out = Path(out_dir or default_cache_dir() / f"field-{st.st_size}-{st.st_mtime_ns}-v{CACHE_FORMAT}")
     if (out / ".complete").is_file():
         return out
     written = 0

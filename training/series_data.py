@@ -24,7 +24,7 @@ from shared.atomic import atomic_directory, atomic_write_text
 from shared.cards import CardError
 from shared.dataset_io import iter_cards
 from shared.series import SeriesConfig, preprocess_series_csv
-from training.data import MAX_LISTED, CardSet, _quick_key, default_cache_dir
+from training.data import CACHE_FORMAT, MAX_LISTED, CardSet, _quick_key, default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def load_series(cs: CardSet, config: SeriesConfig | None = None, cache_dir: str 
     names_key = hashlib.sha1("\n".join(cs.names).encode()).hexdigest()[:12]
     cache = None
     if use_cache:
-        key = f"series-{_quick_key(source)}-{names_key}-{config.version}-{config.length}"
+        key = f"series-{_quick_key(source)}-{names_key}-{config.version}-{config.length}-v{CACHE_FORMAT}"
         cache = Path(cache_dir or default_cache_dir()) / "ingest" / key
         if (cache / "index.json").is_file():
             report = json.loads((cache / "index.json").read_text(encoding="utf-8"))
