@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from serving.batch import route_kind
 from serving.predictor import Predictor, StartupError
 from shared.cards import CardError
 from shared.meta import ModelFolderError, load_meta
@@ -215,19 +216,13 @@ class ModelSet:
     def route(self, png: bytes | None, csv: bytes | None) -> tuple[Predictor, str]:
         """Which model answers a card with these files, and which input it reads (``png|csv|pair``).
 
+        The rule is :func:`serving.batch.route_kind` (Paddle-free, shared with the batch scorer's workers).
+
         Raises:
             CardError: no loaded model can read what arrived (e.g. a PNG with only a series model).
         """
-        if png is not None and csv is not None and "dual" in self.by_kind:
-            return self.by_kind["dual"], "pair"
-        if png is None and csv is not None and "series" in self.by_kind:
-            return self.by_kind["series"], "csv"
-        if "image" in self.by_kind:
-            return self.by_kind["image"], "png" if png is not None else "csv"
-        if csv is not None and "series" in self.by_kind:
-            return self.by_kind["series"], "csv"
-        raise CardError(f"no loaded model reads this card ({'PNG' if png is not None else 'nothing'} without CSV); "
-                        f"loaded: {', '.join(self.by_kind)}")
+        kind, used = route_kind(tuple(self.by_kind), png is not None, csv is not None)
+        return self.by_kind[kind], used
 
     def prepare(self, png: bytes | None, csv: bytes | None) -> tuple[Predictor, str, Any]:
         """Route a card and build its model input. Returns ``(predictor, input kind, input)``.
@@ -254,84 +249,15 @@ class ModelSet:
 
 
 def score_routed(models: ModelSet, source, batch_size: int, progress=None, report_skipped: bool = True,
-                 pool=None):
+                 pool=None, workers: int | None = None):
     """The batch scorer with routing: yield one :class:`serving.batch.Row` per card, in the source's order.
 
-    Like :func:`serving.batch.score_source`, but each card goes to the model that reads it: PNG + CSV
-    to the dual model, a lone CSV to the series model, else the image model. Image inputs (of the image
-    and the dual model) are filled by ``pool``'s processes when given; series inputs are cheap and made here.
+    The same pipeline as :func:`serving.batch.score_cards` (which this is): each card goes to the model
+    that reads it -- PNG + CSV to the dual model, a lone CSV to the series model, else the image model --
+    and all per-card work runs in ``pool``'s processes when given, overlapping inference.
     """
-    from serving.batch import Row, _prepare_chunk, skipped_card_members  # noqa: PLC0415 - avoid an import cycle
-    from shared.preprocess import to_model_input  # noqa: PLC0415
+    from serving.batch import score_cards  # noqa: PLC0415
 
-    seen: set[tuple[str, str]] = set()
-
-    def run(chunk) -> list[Row]:
-        rows = [Row(card.id, card.name, card.label) for card in chunk]
-        routed: list[tuple[Predictor, str] | None] = []
-        for row, card in zip(rows, chunk):
-            png, csv = card.png, card.csv
-            if png is None and csv is None:
-                row.error = f"card {card.id} cannot be read: {'; '.join(card.errors) or 'no PNG or CSV file'}"
-                routed.append(None)
-                continue
-            try:
-                routed.append(models.route(png, csv))
-            except CardError as exc:
-                row.error = str(exc)
-                routed.append(None)
-        # Image inputs: (row index, model, kind, bytes) -> filled by the pool (or here).
-        jobs: dict[str, list[int]] = {}
-        for i, r in enumerate(routed):
-            if r is not None and (r[0].kind in ("image", "dual")):
-                jobs.setdefault(r[0].kind, []).append(i)
-        images: dict[int, np.ndarray] = {}
-        for kind, idx in jobs.items():
-            predictor = models.get(kind)
-            items = [("png", chunk[i].png) if routed[i][1] in ("png", "pair") else ("csv", chunk[i].csv) for i in idx]
-            config = predictor.preprocess if kind == "image" else predictor.image_preprocess
-            filled = pool.submit(_prepare_chunk, config, items).result() if pool is not None else \
-                _prepare_chunk(config, items)
-            for i, (arr, error) in zip(idx, filled):
-                if arr is None:
-                    rows[i].error = error
-                    routed[i] = None
-                else:
-                    images[i] = to_model_input(arr)
-        batches: dict[str, list[tuple[int, Any]]] = {}
-        for i, r in enumerate(routed):
-            if r is None:
-                continue
-            predictor, used = r
-            try:
-                if predictor.kind == "image":
-                    x: Any = images[i]
-                else:
-                    x = {"series": preprocess_series_csv(chunk[i].csv, predictor.series_preprocess)}
-                    if predictor.kind == "dual":
-                        x["image"] = images[i]
-            except CardError as exc:
-                rows[i].error = str(exc)
-                continue
-            batches.setdefault(predictor.kind, []).append((i, x))
-        for kind, items in batches.items():
-            probs = models.get(kind).predict(ModelSet.stack([x for _, x in items]))
-            for (i, _), p in zip(items, probs):
-                rows[i].probs = p
-                rows[i].model_kind = kind
-        if progress is not None:
-            progress.update(len(rows))
-        return rows
-
-    chunk = []
-    for card in source:
-        seen.add((card.folder, card.id))
-        chunk.append(card)
-        if len(chunk) >= batch_size:
-            yield from run(chunk)
-            chunk = []
-    if chunk:
-        yield from run(chunk)
-    if report_skipped:
-        for card_id, name, reason in skipped_card_members(source, seen):
-            yield Row(card_id, name, None, error=f"{name}: skipped: {reason}")
+    if workers is None:  # the pool's size: it bounds the chunks in flight
+        workers = (os.cpu_count() or 1) if pool is not None else 1
+    return score_cards(models, source, batch_size, progress, report_skipped, workers=workers, pool=pool)
