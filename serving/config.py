@@ -93,6 +93,11 @@ class ServingConfig:
             raise ConfigError("CARDSENSE_BATCH_SIZES must include 1 (single-card requests)")
 
     @property
+    def model_dirs(self) -> tuple[Path, ...]:
+        """All model folders the service loads: ``model_dir`` (the image model), then the extra ones."""
+        return (self.model_dir, *self.extra_model_dirs)
+
+    @property
     def max_batch(self) -> int:
         """The largest batch the predictor runs; bigger requests are split into chunks of this size."""
         return max(self.batch_sizes)

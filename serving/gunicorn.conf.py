@@ -7,14 +7,16 @@ fork (a predictor or CUDA context made in the master breaks in the children). gt
 each thread borrows its own predictor clone. Prometheus runs in multiprocess mode so ``/metrics``
 adds up all workers.
 
-Model reload without downtime: ``kill -HUP <master pid>``. The master copies the model files of
-``CARDSENSE_MODEL_DIR`` (a folder or a symlink to one) into a private snapshot, checks the snapshot
-in a child process (``python -m serving.reload``: real predictor, warm-up, one card), and only if it
-passes do the new workers load it; otherwise the new workers load the snapshot that was serving,
-the log says ``model reload refused: <reason>`` and ``GET /model`` shows it under
-``service.reload``. Workers always load a snapshot, never the configured folder itself, so a folder
-overwritten or half-written while the service runs never reaches a worker (also not a worker that
-gunicorn replaces after a crash).
+Model reload without downtime: ``kill -HUP <master pid>``. The master copies the model files of every
+configured model folder -- ``CARDSENSE_MODEL_DIR`` (a folder or a symlink to one) and the series/dual
+folders (``CARDSENSE_EXTRA_MODEL_DIRS`` or the shipped ``models/series`` and ``models/dual``) -- into
+private snapshots, checks the whole set in a child process (``python -m serving.reload``: real
+predictors, warm-up, one card per model, the set servable together), and only if it passes do the
+new workers load it; otherwise the new workers load the set that was serving, the log says ``model
+reload refused: <reason>`` (naming the folder) and ``GET /model`` shows it under ``service.reload``.
+Workers always load snapshots, never the configured folders themselves, so a folder overwritten or
+half-written while the service runs never reaches a worker (also not a worker that gunicorn
+replaces after a crash).
 """
 
 import json
@@ -91,68 +93,105 @@ else:
     _own_metrics_dir = False
 
 
+def _model_folders(server=None) -> list[str]:
+    """The model folders to serve: the image model's, then the extra (series/dual) ones.
+
+    On a reload: the folders being served, plus any the configuration names now and did not before
+    (a shipped ``models/dual`` that has appeared). A served folder that has gone stays in the list, so
+    the reload is refused with the reason rather than silently dropping that model.
+    """
+    configured = [str(d) for d in _cfg.model_dirs]
+    served = list(getattr(server, "cardsense_folders", None) or [])
+    return served + [f for f in configured if f not in served] if served else configured
+
+
 def on_starting(server):
-    """Check the model folder's files in the master so a missing model stops at once, clearly.
+    """Check the model folders' files in the master so a missing model stops at once, clearly.
 
     Only ``meta.json`` is read here (no Paddle, no cv2 in the master); workers verify the
-    preprocessing and the network itself after the fork.
+    preprocessing and the networks themselves after the fork.
     """
     from shared.meta import ModelFolderError, load_meta
 
-    from serving.reload import ReloadError, snapshot_model
+    from serving.reload import ReloadError, snapshot_models
 
+    folders = _model_folders()
+    for folder in folders:
+        try:
+            load_meta(folder)
+        except ModelFolderError as exc:
+            server.log.error("cannot serve %s: %s", folder, exc)
+            raise SystemExit(f"CardSense: cannot serve {folder}: {exc}") from None
     try:
-        load_meta(_cfg.model_dir)
-        snapshot = snapshot_model(_cfg.model_dir)
-    except (ModelFolderError, ReloadError) as exc:
-        server.log.error("cannot serve %s: %s", _cfg.model_dir, exc)
-        raise SystemExit(f"CardSense: cannot serve {_cfg.model_dir}: {exc}") from None
-    server.cardsense_snapshots = [snapshot]
-    server.cardsense_reload = {"reloads": 0, "ok": None, "reason": "", "source": str(_cfg.model_dir)}
+        snapshots = [str(s) for s in snapshot_models(folders)]
+    except ReloadError as exc:
+        server.log.error("cannot serve the models: %s", exc)
+        raise SystemExit(f"CardSense: cannot serve the models: {exc}") from None
+    server.cardsense_folders = folders
+    server.cardsense_snapshots = [snapshots]  # generations; the last one is what new workers load
+    server.cardsense_reload = {"reloads": 0, "ok": None, "reason": "", "source": folders[0], "sources": folders}
 
 
-def _check_snapshot(snapshot: str) -> str:
-    """Run ``python -m serving.reload`` on a snapshot in a child process; "" if servable, else why not."""
+def _check_snapshots(snapshots: list[str], folders: list[str]) -> tuple[str, list[dict]]:
+    """Run ``python -m serving.reload`` on a snapshot set in a child process.
+
+    Returns:
+        ``("", [model info, ...])`` if the set is servable, else ``(why not, [])`` -- with the
+        configured folder named in the reason, not its snapshot.
+    """
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "serving.reload", snapshot], cwd=_ROOT, capture_output=True, text=True,
+            [sys.executable, "-m", "serving.reload", *snapshots], cwd=_ROOT, capture_output=True, text=True,
             timeout=max(timeout, 30), env={**os.environ, "PYTHONPATH": os.pathsep.join(
                 p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)},
         )
     except subprocess.TimeoutExpired:
-        return f"checking the model took longer than {max(timeout, 30)} s"
+        return f"checking the models took longer than {max(timeout, 30)} s", []
     if proc.returncode == 0:
-        return ""
+        infos = []
+        for line, folder in zip(proc.stdout.splitlines()[-len(snapshots):], folders):
+            try:
+                info = json.loads(line)
+            except ValueError:
+                continue
+            infos.append({k: info.get(k) for k in ("kind", "name", "version")} | {"source": folder})
+        return "", infos
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else f"model check exited with status {proc.returncode}"
+    reason = lines[-1] if lines else f"model check exited with status {proc.returncode}"
+    for snapshot, folder in zip(snapshots, folders):
+        reason = reason.replace(snapshot, folder)
+    return reason, []
 
 
 def on_reload(server):
-    """SIGHUP: snapshot and check the configured model; switch to it only if it passes."""
-    from serving.reload import ReloadError, snapshot_model
+    """SIGHUP: snapshot and check all configured model folders; switch to them only if the set passes."""
+    from serving.reload import ReloadError, snapshot_models
 
-    snapshots = getattr(server, "cardsense_snapshots", [])
+    generations = getattr(server, "cardsense_snapshots", [])
+    folders = _model_folders(server)
     status = getattr(server, "cardsense_reload", {"reloads": 0})
-    status = {"reloads": status.get("reloads", 0) + 1, "source": str(_cfg.model_dir),
+    status = {"reloads": status.get("reloads", 0) + 1, "source": folders[0], "sources": folders,
               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
-        candidate = str(snapshot_model(_cfg.model_dir))
+        candidate = [str(s) for s in snapshot_models(folders)]
     except ReloadError as exc:
-        candidate, reason = None, str(exc)
+        candidate, reason, models = [], str(exc), []
     else:
-        reason = _check_snapshot(candidate)
+        reason, models = _check_snapshots(candidate, folders)
     if reason:
-        if candidate:
-            shutil.rmtree(candidate, ignore_errors=True)
+        for snapshot in candidate:
+            shutil.rmtree(snapshot, ignore_errors=True)
         status.update(ok=False, reason=reason)
-        server.log.error("model reload refused: %s; still serving the previous model", reason)
+        server.log.error("model reload refused: %s; still serving the previous models", reason)
     else:
-        # Keep the previous snapshot until the next reload: old workers may still be finishing.
-        for old in snapshots[:-1]:
-            shutil.rmtree(old, ignore_errors=True)
-        server.cardsense_snapshots = [*snapshots[-1:], candidate]
-        status.update(ok=True, reason="")
-        server.log.info("model reload: checked %s, new workers load it", _cfg.model_dir)
+        # Keep the previous snapshots until the next reload: old workers may still be finishing.
+        for old in generations[:-1]:
+            for snapshot in old:
+                shutil.rmtree(snapshot, ignore_errors=True)
+        server.cardsense_snapshots = [*generations[-1:], candidate]
+        server.cardsense_folders = folders
+        status.update(ok=True, reason="", models=models)
+        server.log.info("model reload: checked %s, new workers load them", ", ".join(folders))
     server.cardsense_reload = status
     # gunicorn stops the old workers as soon as it has forked the new ones, which then take seconds
     # to import Paddle and warm up: the service would answer nobody meanwhile. Keep the old workers
@@ -186,16 +225,17 @@ def post_worker_init(worker):
 
 
 def post_fork(server, worker):
-    """In the new worker: load the checked snapshot, and know the last reload's outcome (``GET /model``)."""
-    snapshots = getattr(server, "cardsense_snapshots", None)
-    if snapshots:
-        # The worker's CARDSENSE_MODEL_DIR becomes the snapshot; pin the extra (series/dual) folders the
-        # master resolved, or the worker would read "a model folder was named" as "no extras".
-        os.environ.setdefault(
-            "CARDSENSE_EXTRA_MODEL_DIRS", ",".join(str(d) for d in _cfg.extra_model_dirs) or "none"
-        )
-        os.environ["CARDSENSE_MODEL_DIR"] = str(snapshots[-1])
-    os.environ["CARDSENSE_MODEL_SOURCE"] = str(_cfg.model_dir)
+    """In the new worker: load the checked snapshots, and know the last reload's outcome (``GET /model``)."""
+    generations = getattr(server, "cardsense_snapshots", None)
+    folders = getattr(server, "cardsense_folders", None) or [str(_cfg.model_dir)]
+    if generations:
+        # The worker's model folders become the snapshots of the last checked set: the image model's,
+        # then the extra (series/dual) ones -- "none" when there are none, or the worker would read "a
+        # model folder was named" as "no extras".
+        image, *extras = generations[-1]
+        os.environ["CARDSENSE_MODEL_DIR"] = image
+        os.environ["CARDSENSE_EXTRA_MODEL_DIRS"] = ",".join(extras) or "none"
+    os.environ["CARDSENSE_MODEL_SOURCE"] = folders[0]
     os.environ["CARDSENSE_RELOAD_STATUS"] = json.dumps(getattr(server, "cardsense_reload", {}), ensure_ascii=False)
 
 
@@ -215,12 +255,13 @@ def on_exit(server):
     """Remove the metrics folder this master created and the model snapshots."""
     if _own_metrics_dir:
         shutil.rmtree(_metrics_dir, ignore_errors=True)
-    for snapshot in getattr(server, "cardsense_snapshots", []):
-        shutil.rmtree(snapshot, ignore_errors=True)
+    for generation in getattr(server, "cardsense_snapshots", []):
+        for snapshot in generation:
+            shutil.rmtree(snapshot, ignore_errors=True)
 
 
 def when_ready(server):
     server.log.info(
-        "CardSense master ready on %s: %d worker(s) x %d thread(s); model %s; workers load the model after fork",
-        bind, workers, threads, _cfg.model_dir,
+        "CardSense master ready on %s: %d worker(s) x %d thread(s); models %s; workers load them after fork",
+        bind, workers, threads, ", ".join(getattr(server, "cardsense_folders", None) or [str(_cfg.model_dir)]),
     )

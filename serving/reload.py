@@ -1,14 +1,17 @@
 """Check a candidate model folder before the service switches to it (zero-downtime reload).
 
-    python -m serving.reload MODEL_DIR        # exit 0: servable; exit 1: the reason on stderr
+    python -m serving.reload MODEL_DIR [EXTRA_DIR ...]   # exit 0: servable; exit 1: the reason on stderr
 
 gunicorn's master runs this in a child process on every ``SIGHUP`` (``serving/gunicorn.conf.py``,
-``on_reload``), on a private snapshot of the configured model folder, before any new worker sees it.
-It builds the real predictor with the service's settings (``CARDSENSE_*``), warms up every batch
-shape and classifies a generated card, so a folder that is half-written, from another framework
-version, with an unknown preprocessing, a network that does not match ``meta.json`` or outputs that
-are not probabilities is refused, and the service keeps the model it was serving. Paddle is only
-ever imported in this child, never in the gunicorn master.
+``on_reload``), on private snapshots of all the configured model folders (``CARDSENSE_MODEL_DIR`` and
+the series/dual folders of ``CARDSENSE_EXTRA_MODEL_DIRS`` or the shipped ones), before any new worker
+sees them. It builds each real predictor with the service's settings (``CARDSENSE_*``), warms up
+every batch shape and classifies a generated card (PNG for an image model, CSV for a series model,
+both for a dual model), and checks the set can be served together, so a folder that is half-written,
+from another framework version, with an unknown preprocessing, a network that does not match
+``meta.json``, outputs that are not probabilities, or a second model of a kind is refused, and the
+service keeps the model set it was serving. Paddle is only ever imported in this child, never in the
+gunicorn master.
 """
 
 from __future__ import annotations
@@ -64,64 +67,136 @@ def snapshot_model(source: str | os.PathLike, parent: str | os.PathLike | None =
     return target
 
 
-def check_model(model_dir: str | os.PathLike, env: dict[str, str] | None = None) -> dict:
-    """Build and exercise the predictor the service would build for ``model_dir``.
-
-    Returns:
-        ``{"name", "version", "sha256", "labels"}`` of the model.
+def snapshot_models(sources: list[str | os.PathLike], parent: str | os.PathLike | None = None) -> list[Path]:
+    """:func:`snapshot_model` of every folder of a model set, in order; all or none.
 
     Raises:
-        ReloadError: the model cannot be served (the message says why).
+        ReloadError: one of the folders cannot be read (the snapshots already made are removed).
     """
+    snapshots: list[Path] = []
+    try:
+        for source in sources:
+            snapshots.append(snapshot_model(source, parent))
+    except BaseException:
+        for snapshot in snapshots:
+            shutil.rmtree(snapshot, ignore_errors=True)
+        raise
+    return snapshots
+
+
+def _test_card() -> tuple[bytes, bytes]:
+    """One valid card as PNG and as CSV: what a real request would bring."""
     import numpy as np
 
-    from serving.config import ConfigError, ServingConfig
-    from serving.predictor import Predictor, StartupError
-    from shared.cards import CardError, render_card_png
+    from shared.cards import card_csv_text, render_card_png
+
+    t = np.linspace(0.0, 2.0 * np.pi, 200, endpoint=False)
+    position = 1.5 * (1.0 - np.cos(t))
+    load = np.where(t < np.pi, 40.0 + 30.0 * np.clip(position / 3.0 * 8, 0, 1),
+                    70.0 - 30.0 * np.clip((1 - position / 3.0) * 8, 0, 1))
+    return render_card_png(position, load), card_csv_text(position, load).encode("utf-8")
+
+
+def _exercise(model_dir: str | os.PathLike, cfg):
+    """Build the predictor the service would build for ``model_dir`` and put one real card through it."""
+    import numpy as np
+
+    from serving.predictor import StartupError
+    from serving.routing import ModelSet, load_predictor
+    from shared.cards import CardError
 
     try:
-        cfg = ServingConfig.from_env(os.environ if env is None else env)
-    except ConfigError as exc:
-        raise ReloadError(str(exc)) from None
-    try:
-        predictor = Predictor(
+        predictor = load_predictor(
             model_dir, device=cfg.device, cpu_threads=cfg.cpu_threads, pool_size=1, batch_sizes=cfg.batch_sizes,
             gpu_id=cfg.gpu_id, gpu_mem_mb=cfg.gpu_mem_mb, tensorrt=cfg.tensorrt, trt_cache_dir=cfg.trt_cache_dir,
         )
     except StartupError as exc:
         raise ReloadError(str(exc)) from None
     # One real card through the whole path: decode, preprocess, network, probabilities.
-    t = np.linspace(0.0, 2.0 * np.pi, 200, endpoint=False)
-    position = 1.5 * (1.0 - np.cos(t))
-    load = np.where(t < np.pi, 40.0 + 30.0 * np.clip(position / 3.0 * 8, 0, 1),
-                    70.0 - 30.0 * np.clip((1 - position / 3.0) * 8, 0, 1))
+    png, csv = _test_card()
     try:
-        x = predictor.prepare(render_card_png(position, load), "png")
-        probs = predictor.predict(np.stack([x] * max(cfg.batch_sizes)))
+        if predictor.kind == "image":
+            x = predictor.prepare(png, "png")
+        else:  # series: the CSV; dual: PNG + CSV
+            x = predictor.prepare_pair(png if predictor.kind == "dual" else None, csv)
+        probs = predictor.predict(ModelSet.stack([x] * max(cfg.batch_sizes)))
     except CardError as exc:
-        raise ReloadError(f"the model's preprocessing refuses a valid card: {exc}") from None
+        raise ReloadError(f"{model_dir}: the model's preprocessing refuses a valid card: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any failure of the network on a real card refuses the model
-        raise ReloadError(f"the network fails on a valid card: {type(exc).__name__}: {exc}") from None
+        raise ReloadError(f"{model_dir}: the network fails on a valid card: {type(exc).__name__}: {exc}") from None
     n = len(predictor.codes)
     if probs.shape != (max(cfg.batch_sizes), n) or not np.isfinite(probs).all():
-        raise ReloadError(f"the network returns {probs.shape} values (finite: {bool(np.isfinite(probs).all())}); "
-                          f"expected probabilities for {n} labels")
+        raise ReloadError(f"{model_dir}: the network returns {probs.shape} values (finite: "
+                          f"{bool(np.isfinite(probs).all())}); expected probabilities for {n} labels")
     if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3) or (probs < -1e-6).any():
-        raise ReloadError("the network's outputs are not probabilities (they do not sum to 1)")
-    return {**predictor.model_id, "sha256": predictor.sha256, "labels": list(predictor.codes)}
+        raise ReloadError(f"{model_dir}: the network's outputs are not probabilities (they do not sum to 1)")
+    return predictor
+
+
+def _settings(env: dict[str, str] | None):
+    from serving.config import ConfigError, ServingConfig
+
+    try:
+        return ServingConfig.from_env(os.environ if env is None else env)
+    except ConfigError as exc:
+        raise ReloadError(str(exc)) from None
+
+
+def _info(predictor) -> dict:
+    return {**predictor.model_id, "kind": predictor.kind, "sha256": predictor.sha256, "labels": list(predictor.codes)}
+
+
+def check_model(model_dir: str | os.PathLike, env: dict[str, str] | None = None) -> dict:
+    """Build and exercise the predictor the service would build for ``model_dir`` (any kind).
+
+    Returns:
+        ``{"name", "version", "kind", "sha256", "labels"}`` of the model.
+
+    Raises:
+        ReloadError: the model cannot be served (the message says why).
+    """
+    return _info(_exercise(model_dir, _settings(env)))
+
+
+def check_models(model_dirs: list[str | os.PathLike], env: dict[str, str] | None = None) -> list[dict]:
+    """Check a whole model set as the service loads it: the image model folder, then the extra folders.
+
+    Each folder is checked as by :func:`check_model` (its kind's own test card: PNG, CSV or both), and
+    the set must be servable together (:class:`serving.routing.ModelSet`: at most one model per kind,
+    the same labels everywhere).
+
+    Returns:
+        One ``check_model`` answer per folder, in order.
+
+    Raises:
+        ReloadError: a model, or the set, cannot be served (the message names the folder).
+    """
+    from serving.predictor import StartupError
+    from serving.routing import ModelSet
+
+    cfg = _settings(env)
+    predictors = [_exercise(d, cfg) for d in model_dirs]
+    try:
+        ModelSet(predictors)
+    except StartupError as exc:
+        raise ReloadError(str(exc)) from None
+    return [_info(p) for p in predictors]
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m serving.reload MODEL_DIR``: 0 and a JSON line if servable, 1 and the reason if not."""
+    """``python -m serving.reload MODEL_DIR [EXTRA_DIR ...]``: 0 and a JSON line per model if servable, 1 and why if not."""
     parser = argparse.ArgumentParser(prog="python -m serving.reload", description=__doc__.split("\n\n")[0])
-    parser.add_argument("model_dir", help="model folder to check (inference.json, inference.pdiparams, meta.json)")
+    parser.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR",
+                        help="model folder(s) to check together, as the service loads them: the image model, then "
+                             "series/dual ones (each: inference.json, inference.pdiparams, meta.json)")
     args = parser.parse_args(argv)
     try:
-        info = check_model(args.model_dir)
+        infos = check_models(args.model_dirs)
     except ReloadError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(json.dumps(info, ensure_ascii=False))
+    for info in infos:
+        print(json.dumps(info, ensure_ascii=False))
     return 0
 
 
