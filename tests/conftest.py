@@ -98,6 +98,19 @@ def test_zip(tmp_path_factory, cards) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+def export_tiny_series_model(kind: str, folder: Path, seed: int = 1, version: str = "0.0.1") -> Path:
+    """Export an untrained (seeded, deterministic) ``series`` or ``dual`` network with its ``meta.json``."""
+    import paddle
+
+    from training.export import export_series_model
+    from training.series_models import DualNet, SeriesNet
+
+    paddle.seed(seed)
+    net = SeriesNet() if kind == "series" else DualNet()
+    export_series_model(net, folder, kind, {"name": f"tiny-{kind}", "version": version})
+    return folder
+
+
 def export_tiny_model(out_dir: Path, **meta_overrides) -> Path:
     """Export a tiny deterministic image model with its ``meta.json`` into ``out_dir``."""
     import paddle

@@ -12,27 +12,16 @@ import pytest
 from serving import batch
 from shared.cards import CardError
 from shared.dataset_io import CardFile
-from tests.conftest import card_csv, card_png
+from tests.conftest import card_csv, card_png, export_tiny_series_model
 
 CODES = [f"A{i:02d}" for i in range(1, 13)]
-
-
-def _export(kind: str, folder: Path) -> Path:
-    import paddle
-
-    from training.export import export_series_model
-    from training.series_models import DualNet, SeriesNet
-
-    paddle.seed(1)
-    net = SeriesNet() if kind == "series" else DualNet()
-    export_series_model(net, folder, kind, {"name": f"tiny-{kind}", "version": "0.0.1"})
-    return folder
 
 
 @pytest.fixture(scope="module")
 def model_folders(tiny_model, tmp_path_factory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("routed-models")
-    return {"image": tiny_model, "series": _export("series", base / "series"), "dual": _export("dual", base / "dual")}
+    return {"image": tiny_model, "series": export_tiny_series_model("series", base / "series"),
+            "dual": export_tiny_series_model("dual", base / "dual")}
 
 
 @pytest.fixture(scope="module")

@@ -11,29 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import card_csv, card_png
-
-
-def _export(kind: str, folder: Path) -> Path:
-    import paddle
-
-    from training.export import export_series_model
-    from training.series_models import DualNet, SeriesNet
-
-    paddle.seed(1)
-    net = SeriesNet() if kind == "series" else DualNet()
-    export_series_model(net, folder, kind, {"name": f"tiny-{kind}", "version": "0.0.1"})
-    return folder
+from tests.conftest import card_csv, card_png, export_tiny_series_model
 
 
 @pytest.fixture(scope="module")
 def series_model(tmp_path_factory) -> Path:
-    return _export("series", tmp_path_factory.mktemp("m") / "series")
+    return export_tiny_series_model("series", tmp_path_factory.mktemp("m") / "series")
 
 
 @pytest.fixture(scope="module")
 def dual_model(tmp_path_factory) -> Path:
-    return _export("dual", tmp_path_factory.mktemp("m") / "dual")
+    return export_tiny_series_model("dual", tmp_path_factory.mktemp("m") / "dual")
 
 
 @pytest.fixture(scope="module")

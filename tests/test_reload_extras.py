@@ -18,18 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, GunicornServer, card_csv, card_png, encode_multipart, http
-
-
-def _export_series(folder: Path) -> Path:
-    import paddle
-
-    from training.export import export_series_model
-    from training.series_models import SeriesNet
-
-    paddle.seed(7)
-    export_series_model(SeriesNet(), folder, "series", {"name": "tiny-series", "version": "9.9.9"})
-    return folder
+from tests.conftest import REPO, GunicornServer, card_csv, card_png, encode_multipart, export_tiny_series_model, http
 
 
 def _replace_contents(folder: Path, new: Path) -> None:
@@ -113,7 +102,7 @@ def _hup_and_wait(server, reloads: int, settled, timeout: float = 150.0) -> dict
 
 @pytest.fixture(scope="module")
 def other_series(tmp_path_factory) -> Path:
-    return _export_series(tmp_path_factory.mktemp("other-series") / "series")
+    return export_tiny_series_model("series", tmp_path_factory.mktemp("other-series") / "series", seed=7, version="9.9.9")
 
 
 def test_sighup_reloads_the_extra_model_folders(tiny_model, other_series, tmp_path):
