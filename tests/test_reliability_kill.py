@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import CARD_KINDS, card_csv, card_png
+from tests.conftest import CARD_KINDS, card_csv, card_png, simulated_train_set
 
 REPO = Path(__file__).resolve().parent.parent
 FULL = os.environ.get("CARDSENSE_FULL", "") not in ("", "0")
@@ -150,11 +150,7 @@ def test_export_killed_half_way_never_leaves_half_a_model(tmp_path, tiny_model, 
 
 @pytest.fixture(scope="module")
 def sim_train(tmp_path_factory) -> Path:
-    from training.simulate import generate_dataset
-
-    out = tmp_path_factory.mktemp("sim") / "set"
-    generate_dataset(out, 4, seed=5, workers=1, progress=False)
-    return out / "train"
+    return simulated_train_set(tmp_path_factory, 4, seed=5)
 
 
 def test_training_killed_mid_epoch_resumes_to_identical_weights(sim_train, tmp_path):

@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import simulated_train_set
+
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def tiny_sim(tmp_path_factory) -> Path:
-    from training.simulate import generate_dataset
-
-    out = tmp_path_factory.mktemp("dsim") / "set"
-    generate_dataset(out, 4, seed=5, workers=1, progress=False)
-    return out / "train"
+    return simulated_train_set(tmp_path_factory, 4, seed=5)
 
 
 def test_two_process_data_parallel_on_cpu(tiny_sim, tmp_path):
