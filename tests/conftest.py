@@ -217,7 +217,10 @@ def free_port() -> int:
 
 
 class GunicornServer:
-    """A gunicorn master started with the project's config; ``url`` is its base address."""
+    """A gunicorn master started with the project's config; ``url`` is its base address.
+
+    As a context manager it waits until the service is ready and stops it on the way out.
+    """
 
     def __init__(self, model_dir: Path | None, log_path: Path, **env_overrides: str) -> None:
         self.port = free_port()
@@ -260,6 +263,17 @@ class GunicornServer:
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-6000:]
 
+    def __enter__(self) -> "GunicornServer":
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
     def stop(self) -> int | None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # graceful: master stops its workers
@@ -275,12 +289,8 @@ class GunicornServer:
 @pytest.fixture(scope="session")
 def gunicorn_server(tiny_model, tmp_path_factory):
     """A real gunicorn (2 workers x 2 threads) serving the tiny model on 127.0.0.1."""
-    server = GunicornServer(tiny_model, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log")
-    try:
-        server.wait_ready()
+    with GunicornServer(tiny_model, tmp_path_factory.mktemp("gunicorn") / "gunicorn.log") as server:
         yield server
-    finally:
-        server.stop()
 
 
 # --------------------------------------------------------------------------------------------

@@ -161,12 +161,9 @@ def worker_pids(master: int) -> set[int]:
 @pytest.fixture(scope="module")
 def load_server(tiny_model, tmp_path_factory):
     """A gunicorn of its own (2 workers x 2 threads, access log off), so faults here touch no other test."""
-    server = GunicornServer(tiny_model, tmp_path_factory.mktemp("load") / "gunicorn.log", CARDSENSE_ACCESS_LOG="/dev/null")
-    try:
-        server.wait_ready()
+    with GunicornServer(tiny_model, tmp_path_factory.mktemp("load") / "gunicorn.log",
+                        CARDSENSE_ACCESS_LOG="/dev/null") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

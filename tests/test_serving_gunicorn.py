@@ -176,32 +176,25 @@ def test_bad_model_folder_stops_gunicorn_with_a_clear_message(tmp_path):
 
 
 def test_token_over_http(tiny_model, tmp_path):
-    server = GunicornServer(tiny_model, tmp_path / "token.log", CARDSENSE_API_TOKEN="t0ken", CARDSENSE_WORKERS="1")
-    try:
-        server.wait_ready()
+    with GunicornServer(tiny_model, tmp_path / "token.log", CARDSENSE_API_TOKEN="t0ken",
+                        CARDSENSE_WORKERS="1") as server:
         status, headers, _ = http("POST", server.url + "/classify", card_png("normal"), {"Content-Type": "image/png"})
         assert status == 401 and "Bearer" in headers.get("WWW-Authenticate", "")
         status, _, _ = http("POST", server.url + "/classify", card_png("normal"),
                             {"Content-Type": "image/png", "Authorization": "Bearer t0ken"})
         assert status == 200
-    finally:
-        server.stop()
 
 
 def test_refused_uploads_still_get_their_answer(tiny_model, tmp_path):
     """A 7 MB body refused before it is read (401 here) is drained, so the client reads the 401."""
-    server = GunicornServer(tiny_model, tmp_path / "drain.log", CARDSENSE_API_TOKEN="t", CARDSENSE_WORKERS="1",
-                            CARDSENSE_MAX_UPLOAD_MB="1")
-    try:
-        server.wait_ready()
+    with GunicornServer(tiny_model, tmp_path / "drain.log", CARDSENSE_API_TOKEN="t", CARDSENSE_WORKERS="1",
+                        CARDSENSE_MAX_UPLOAD_MB="1") as server:
         status, _, raw = http("POST", server.url + "/classify", b"1,2\n" * 1_750_000, {"Content-Type": "text/csv"})
         assert status == 401 and json.loads(raw)["error"]["code"] == "unauthorized"
         status, _, raw = http("POST", server.url + "/classify", b"1,2\n" * 1_750_000,
                               {"Content-Type": "text/csv", "Authorization": "Bearer t"})
         assert status == 413 and json.loads(raw)["error"]["code"] == "payload_too_large"
         assert http("GET", server.url + "/readyz")[0] == 200
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("multipart", [False, True])

@@ -14,12 +14,8 @@ from tests.shapes import fluid_pound_card
 
 @pytest.fixture(scope="module")
 def shipped_server(tmp_path_factory):
-    server = GunicornServer(None, tmp_path_factory.mktemp("shipped") / "gunicorn.log", CARDSENSE_WORKERS="1")
-    try:
-        server.wait_ready()
+    with GunicornServer(None, tmp_path_factory.mktemp("shipped") / "gunicorn.log", CARDSENSE_WORKERS="1") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _classify(server, files):
