@@ -29,30 +29,37 @@ def sim_dir(tmp_path_factory) -> Path:
     return simulated_train_set(tmp_path_factory, PER_CLASS, seed=5)
 
 
-def _train(kind: str, data: Path, cache: Path, root: Path) -> dict:
+# what is trained: key -> (--input, --model or None for the default of that input)
+RUNS = {"series": ("series", None), "dual": ("dual", None), "dualnet": ("dual", "dualnet")}
+
+
+def _train(key: str, data: Path, cache: Path, root: Path) -> dict:
     from training.run import main
 
-    out = root / "models" / kind
-    argv = ["--data", str(data), "--input", kind, "--epochs", "1", "--batch-size", "8", "--name", f"t-{kind}",
+    kind, model = RUNS[key]
+    out = root / "models" / key
+    argv = ["--data", str(data), "--input", kind, "--epochs", "1", "--batch-size", "8", "--name", f"t-{key}",
             "--logdir", str(root / "log"), "--runs-dir", str(root / "runs"), "--out", str(out),
-            "--cache-dir", str(cache), "--no-progress", "--no-graph", "--holdout", "0.34"]
+            "--cache-dir", str(cache), "--no-progress", "--no-graph", "--holdout", "0.34",
+            *(["--model", model] if model else [])]
     assert main(argv) == 0
-    return json.loads((root / "runs" / f"t-{kind}" / "summary.json").read_text())
+    return json.loads((root / "runs" / f"t-{key}" / "summary.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def trained(sim_dir, cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    return {kind: (_train(kind, sim_dir, cache, root), root / "models" / kind) for kind in ("series", "dual")}
+    return {key: (_train(key, sim_dir, cache, root), root / "models" / key) for key in RUNS}
 
 
-@pytest.mark.parametrize("kind", ["series", "dual"])
-def test_train_export_meta(trained, kind):
+@pytest.mark.parametrize("key", list(RUNS))
+def test_train_export_meta(trained, key):
     from shared.meta import load_meta
     from shared.series import SeriesConfig
 
-    summary, folder = trained[kind]
-    assert summary["model"] == {"series": "seriesnet", "dual": "dualnet"}[kind]
+    summary, folder = trained[key]
+    kind = RUNS[key][0]
+    assert summary["model"] == {"series": "seriesnet", "dual": "dualnet_late", "dualnet": "dualnet"}[key]
     assert 0.0 <= summary["metrics"]["holdout_acc"] <= 1.0
     meta = load_meta(folder)
     assert meta["kind"] == kind
@@ -60,11 +67,12 @@ def test_train_export_meta(trained, kind):
     names = [i["name"] for i in meta["inputs"]]
     assert names == (["series"] if kind == "series" else ["image", "series"])
     assert meta["recipe"]["input"] == kind
-    assert (Path(summary["run_dir"]) / "history.json").is_file()
+    parts = ("image", "series") if key == "dual" else ("",)  # a late-fusion run keeps one history per network
+    assert all((Path(summary["run_dir"]) / part / "history.json").is_file() for part in parts)
 
 
-@pytest.mark.parametrize("kind", ["series", "dual"])
-def test_export_parity(trained, kind, sim_dir, cache):
+@pytest.mark.parametrize("key", list(RUNS))
+def test_export_parity(trained, key, sim_dir, cache):
     """The exported model (Paddle Inference, fed by name) matches the dynamic-graph network."""
     import paddle
 
@@ -73,7 +81,8 @@ def test_export_parity(trained, kind, sim_dir, cache):
     from training.models import split_stem
     from training.series_models import build_series_model
 
-    summary, folder = trained[kind]
+    summary, folder = trained[key]
+    kind = RUNS[key][0]
     net = build_series_model(summary["model"])
     net.set_state_dict(paddle.load(str(Path(summary["run_dir"]) / "best.pdparams")))
     net.eval()
@@ -90,7 +99,27 @@ def test_export_parity(trained, kind, sim_dir, cache):
     np.testing.assert_allclose(got, want, atol=1e-5)
     served = SeriesPredictor(folder, device="cpu", batch_sizes=(1, 4)).predict(feeds)
     np.testing.assert_allclose(served, want, atol=1e-5)
-    assert split_stem(net)[0] is (None if kind == "series" else net.stem)
+    assert split_stem(net)[0] is (net.stem if key == "dualnet" else None)
+
+
+def test_late_fusion_run(trained):
+    """The default dual run trains the image and the series network in their own run folders, then fuses them."""
+    summary, folder = trained["dual"]
+    run_dir = Path(summary["run_dir"])
+    lf = summary["metrics"]["late_fusion"]
+    assert {lf["image"]["model"], lf["series"]["model"]} == {"cardnet", "seriesnet"}
+    for part in ("image", "series"):
+        history = json.loads((run_dir / part / "history.json").read_text())
+        assert len(history) == lf[part]["epochs_run"] == 1
+        assert (run_dir / part / "best.pdparams").is_file()
+    by_weight = lf["holdout_acc_by_weight"]
+    assert by_weight["0"] == lf["series"]["holdout_acc"] and by_weight["1"] == lf["image"]["holdout_acc"]
+    assert summary["metrics"]["holdout_acc"] == max(by_weight.values()) == by_weight[f"{lf['image_weight']:g}"]
+    assert 0.0 <= lf["holdout_acc_crossfit"] <= 1.0
+    assert (run_dir / "best.pdparams").is_file()
+    from shared.meta import load_meta
+
+    assert load_meta(folder)["metrics"]["late_fusion"]["image_weight"] == lf["image_weight"]
 
 
 @pytest.mark.parametrize("kind", ["series", "dual"])
@@ -130,7 +159,7 @@ def test_model_input_mismatch_is_refused():
     with pytest.raises(SystemExit, match="takes series input"):
         resolve_recipe(parse_args(["--input", "dual", "--model", "seriesnet"]))
     assert resolve_recipe(parse_args(["--input", "series"])).model == "seriesnet"
-    assert resolve_recipe(parse_args(["--input", "dual"])).model == "dualnet"
+    assert resolve_recipe(parse_args(["--input", "dual"])).model == "dualnet_late"
     assert resolve_recipe(parse_args([])).model == "cardnet"
 
 
@@ -149,3 +178,26 @@ def test_field_set_command(tmp_path, capsys):
     pngs, csvs = list(out.rglob("*.png")), list(out.rglob("*.csv"))
     assert len(pngs) == len(csvs) > 700
     assert os.path.commonpath([out, REPO]) != str(REPO)
+
+
+def test_late_fusion_run_resumes_like_an_uninterrupted_one(sim_dir, cache, tmp_path):
+    """Stopped inside the image part, resumed: same fused network as a run that was never stopped."""
+    import paddle
+
+    from training import run
+
+    runs = tmp_path / "runs"
+    common = ["--data", str(sim_dir), "--input", "dual", "--epochs", "2", "--batch-size", "8", "--patience", "0",
+              "--holdout", "0.34", "--no-vdl", "--no-export", "--no-progress", "--runs-dir", str(runs),
+              "--cache-dir", str(cache)]
+    full = run.train_command(run.parse_args([*common, "--name", "full"]))
+    part = run.train_command(run.parse_args([*common, "--name", "part", "--stop-after", "1"]))
+    assert part["interrupted"]
+    assert json.loads((runs / "part" / "image" / "checkpoint" / "state.json").read_text())["epoch"] == 1
+    assert not (runs / "part" / "series").exists()
+    resumed = run.train_command(run.parse_args([*common, "--resume"]))  # the latest run: found inside its part
+    assert resumed["name"] == "part" and not resumed["interrupted"]
+    assert resumed["metrics"]["late_fusion"] == full["metrics"]["late_fusion"]
+    a, b = (paddle.load(str(runs / n / "best.pdparams")) for n in ("full", "part"))
+    for key in a:
+        np.testing.assert_allclose(np.asarray(a[key]), np.asarray(b[key]), rtol=1e-5, atol=1e-6, err_msg=key)

@@ -226,9 +226,12 @@ def _run_name(args, recipe, size: int) -> str:
     if args.name:
         return args.name
     if args.resume == "":
-        runs = sorted((p for p in Path(args.runs_dir).glob("*/checkpoint/state.json")), key=lambda p: p.stat().st_mtime)
+        root = Path(args.runs_dir)
+        # a late-fusion dual run keeps one checkpoint per part: runs/<run>/<part>/checkpoint
+        states = [*root.glob("*/checkpoint/state.json"), *root.glob("*/*/checkpoint/state.json")]
+        runs = sorted(states, key=lambda p: p.stat().st_mtime)
         if runs:
-            return runs[-1].parent.parent.name
+            return runs[-1].relative_to(root).parts[0]
     stamp = _shared_value(int(time.time()), size)
     return f"{recipe.model}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}"
 
@@ -266,9 +269,19 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
         atomic_write_text(run_dir / "config.json", json.dumps(config_doc, ensure_ascii=False, indent=1))
     writer = vdl.open_writer(args.logdir, name) if rank == 0 and not args.no_vdl else None
     try:
-        net, summary = fit(recipe, cs, balanced, test_idx, run_dir, writer=writer, resume=args.resume is not None,
-                           progress=progress, rank=rank, size=size, stop_after=args.stop_after,
-                           preprocess_config=config, series=series)
+        from training.series_models import LATE_FUSION_MODELS
+
+        if recipe.model in LATE_FUSION_MODELS:  # two networks, each trained and stopped on its own, then a weight
+            from training.late_fusion import fit_late_fusion
+
+            open_part_writer = None if args.no_vdl else (lambda part: vdl.open_writer(args.logdir, f"{name}-{part}"))
+            net, summary = fit_late_fusion(recipe, cs, balanced, test_idx, run_dir, open_writer=open_part_writer,
+                                           resume=args.resume is not None, progress=progress, rank=rank, size=size,
+                                           stop_after=args.stop_after, preprocess_config=config, series=series)
+        else:
+            net, summary = fit(recipe, cs, balanced, test_idx, run_dir, writer=writer, resume=args.resume is not None,
+                               progress=progress, rank=rank, size=size, stop_after=args.stop_after,
+                               preprocess_config=config, series=series)
         if summary.get("interrupted"):
             if rank == 0:
                 print(f"stopped after epoch {summary['epoch']} (resume with --resume {run_dir})", flush=True)
@@ -281,6 +294,7 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
             "holdout_cards": int(len(test_idx)), "train_cards": int(len(balanced)),
             "train_samples_per_s": summary["samples_per_s"], "train_seconds": round(summary["train_seconds"], 1),
             "per_class": summary["per_class"], "confusion": summary["confusion"],
+            **({"late_fusion": summary["late_fusion"]} if "late_fusion" in summary else {}),
         }
         result = {"name": name, "run_dir": str(run_dir), "model": recipe.model, "metrics": metrics,
                   "parameters": count_parameters(net), "interrupted": False}
@@ -326,6 +340,11 @@ def _print_summary(r: dict[str, Any]) -> None:
     print(f"\nrun {r['name']}: {r['model']} ({r['parameters']:,} parameters)")
     print(f"  holdout accuracy {m['holdout_acc']:.4f}  loss {m['holdout_loss']:.4f}  "
           f"(best epoch {m['best_epoch']} of {m['epochs_run']}{', early stop' if m['stopped_early'] else ''})")
+    if "late_fusion" in m:
+        lf = m["late_fusion"]
+        print(f"  late fusion: image {lf['image']['holdout_acc']:.4f} (best epoch {lf['image']['best_epoch']}), "
+              f"series {lf['series']['holdout_acc']:.4f} (best epoch {lf['series']['best_epoch']}); image weight "
+              f"{lf['image_weight']:g}; cross-fitted {lf['holdout_acc_crossfit']:.4f}")
     print(f"  training {m['train_samples_per_s']:.0f} cards/s, {m['train_seconds']:.0f} s; wall {r.get('wall_seconds', 0):.0f} s")
     print(f"  run folder {r['run_dir']}" + (f"\n  exported   {r['export']}" if r.get("export") else ""), flush=True)
 

@@ -189,6 +189,21 @@ def make_optimizer(recipe: Recipe, params, steps_per_epoch: int):
     return opt, sched
 
 
+def training_loss(out, y: paddle.Tensor, label_smoothing: float) -> tuple[paddle.Tensor, paddle.Tensor]:
+    """(prediction logits, loss) from what a network returns in training mode.
+
+    Most networks return logits. A multi-head network (``training.series_models.DualBody`` with
+    per-trunk heads) returns ``(prediction, [heads…])`` in training mode: every head is trained on the
+    labels (summed cross-entropies) and ``prediction`` is what the network answers with in eval mode,
+    used for the training accuracy.
+    """
+    if isinstance(out, (tuple, list)):
+        prediction, heads = out
+        loss = paddle.add_n([F.cross_entropy(h, y, label_smoothing=label_smoothing) for h in heads])
+        return prediction, loss
+    return out, F.cross_entropy(out, y, label_smoothing=label_smoothing)
+
+
 def train_one_epoch(body, opt, sched, inputs: Inputs, labels: np.ndarray, order: np.ndarray, recipe: Recipe,
                     epoch: int, writer=None, progress: bool = True, log_every: int = 20,
                     global_step: int = 0, preprocess_config=None) -> dict[str, float]:
@@ -207,8 +222,7 @@ def train_one_epoch(body, opt, sched, inputs: Inputs, labels: np.ndarray, order:
         idx = order[s:s + bs]
         x = inputs.batch(idx, aug_rng, preprocess_config)
         y = paddle.to_tensor(labels[idx])
-        logits = body(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=recipe.label_smoothing)
+        logits, loss = training_loss(body(x), y, recipe.label_smoothing)
         loss.backward()
         opt.step()
         opt.clear_grad()
@@ -309,7 +323,8 @@ def parameters_digest(net) -> str:
     return h.hexdigest()
 
 
-def _save_params(path: Path, net) -> None:
+def save_params(path: Path, net) -> None:
+    """Write ``net``'s state dict to ``path`` atomically (temporary file, then rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
     paddle.save(net.state_dict(), str(tmp))
     os.replace(tmp, path)
@@ -402,7 +417,7 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
             if writer is not None:
                 writer.flush()
             if improved:
-                _save_params(run_dir / "best.pdparams", net)
+                save_params(run_dir / "best.pdparams", net)
             save_checkpoint(ckpt, net, opt, sched, state)
             atomic_write_text(run_dir / "history.json", json.dumps(state["history"], indent=1))
         epochs_run += 1

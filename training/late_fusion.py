@@ -1,0 +1,150 @@
+"""Training the late-fusion dual model (``dualnet_late``): an image network and a series network, then a weight.
+
+Why not one network trained end to end: on the field cards the PNG is drawn from the same samples as
+the CSV, so the image adds a second view, not new information. Trained jointly (``dualnet``, its
+variants ``dualnet_sum``/``dualnet_aux``/``dualnet_ens``), the image trunk — which fits ~500 training
+cards fastest — pulled the result below the series network alone (docs/TRAINING.md). Here each
+network is trained by the ordinary :func:`training.train.fit` with its own early stopping (its own run
+folder, checkpoints, VisualDL run), and the mixture weight of the image is chosen on the holdout
+afterwards, from a grid that includes 0 (the series network alone).
+
+Choosing the weight on the holdout is a selection on the cards that are then scored, like the choice
+of the best epoch that every run makes. :func:`crossfit_accuracy` measures what that selection is
+worth: the weight is chosen on one half of the holdout and scored on the other, both ways round.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from training.train import Recipe, save_params, confusion_matrix, fit, per_class_report
+
+log = logging.getLogger(__name__)
+
+WEIGHT_GRID = tuple(i / 8 for i in range(9))  # 0, 0.125, …, 1
+PARTS = ("image", "series")
+
+
+def mixture(p_image: np.ndarray, p_series: np.ndarray, w: float) -> np.ndarray:
+    """The fused probabilities ``w * p_image + (1 - w) * p_series`` (what :class:`LateFusionDual` computes)."""
+    return w * p_image + (1.0 - w) * p_series
+
+
+def _score(p: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    acc = float((p.argmax(axis=1) == labels).mean()) if len(labels) else float("nan")
+    loss = float(-np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1.0)))) if len(labels) else float("nan")
+    return acc, loss
+
+
+def choose_image_weight(p_image: np.ndarray, p_series: np.ndarray, labels: np.ndarray,
+                        grid: tuple[float, ...] = WEIGHT_GRID) -> tuple[float, dict[float, float]]:
+    """The grid weight with the best accuracy on ``labels``; ties go to the lower log loss, then the smaller weight.
+
+    Returns:
+        (weight, {weight: accuracy}).
+    """
+    table, best, best_key = {}, grid[0], None
+    for w in grid:
+        acc, loss = _score(mixture(p_image, p_series, w), labels)
+        table[w] = acc
+        key = (-acc, loss, w)
+        if best_key is None or key < best_key:
+            best, best_key = w, key
+    return best, table
+
+
+def crossfit_accuracy(p_image: np.ndarray, p_series: np.ndarray, labels: np.ndarray, seed: int = 0,
+                      grid: tuple[float, ...] = WEIGHT_GRID) -> float:
+    """Holdout accuracy when no card is scored with a weight chosen on it: two halves, each scored with the other's."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    halves = (order[: len(order) // 2], order[len(order) // 2:])
+    correct = 0
+    for pick, score in (halves, halves[::-1]):
+        w, _ = choose_image_weight(p_image[pick], p_series[pick], labels[pick], grid)
+        correct += int((mixture(p_image[score], p_series[score], w).argmax(axis=1) == labels[score]).sum())
+    return correct / max(len(labels), 1)
+
+
+def part_recipes(recipe: Recipe, image_model: str = "cardnet", series_model: str = "seriesnet") -> dict[str, Recipe]:
+    """The recipes of the two networks: the dual run's recipe with each part's network and input."""
+    return {"image": dataclasses.replace(recipe, model=image_model, input="image"),
+            "series": dataclasses.replace(recipe, model=series_model, input="series")}
+
+
+def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndarray, run_dir: Path,
+                    open_writer: Callable[[str], Any] | None = None, resume: bool = False, progress: bool = True,
+                    rank: int = 0, size: int = 1, stop_after: int | None = None, preprocess_config=None,
+                    series: np.ndarray | None = None):
+    """Train the image and the series network (``run_dir/image``, ``run_dir/series``), then fuse them.
+
+    Args:
+        open_writer: ``suffix -> VisualDL writer`` (each part logs to its own run, ``<run>-image`` and
+            ``<run>-series``); None: no logging.
+        The rest as :func:`training.train.fit`; ``stop_after`` counts epochs across both parts.
+
+    Returns:
+        (:class:`training.series_models.LateFusionDual` with the chosen weight, summary dict shaped like
+        ``fit``'s, plus ``late_fusion`` with each part's figures, the weight table and the cross-fitted accuracy).
+    """
+    from training.series_models import LateFusionDual
+
+    parts, nets, left = {}, {}, stop_after
+    for part, sub in part_recipes(recipe).items():
+        writer = open_writer(part) if open_writer is not None and rank == 0 else None
+        try:
+            nets[part], parts[part] = fit(sub, cs, train_idx, test_idx, Path(run_dir) / part, writer=writer,
+                                          resume=resume, progress=progress, rank=rank, size=size, stop_after=left,
+                                          preprocess_config=preprocess_config, series=series)
+        finally:
+            if writer is not None:
+                writer.close()
+        if parts[part].get("interrupted"):
+            return nets[part], {**parts[part], "interrupted": True}
+        if left is not None:  # epochs this invocation ran for this part (all of them unless resumed)
+            left = max(1, left - len(parts[part]["history"]))
+
+    labels = parts["series"]["labels"]
+    p_image, p_series = parts["image"]["probs"], parts["series"]["probs"]
+    w, table = choose_image_weight(p_image, p_series, labels)
+    fused = mixture(p_image, p_series, w)
+    acc, loss = _score(fused, labels)
+    cm = confusion_matrix(labels, fused.argmax(axis=1)) if len(labels) else confusion_matrix(labels, labels)
+    net = LateFusionDual(image_model=recipe_part_model(parts, "image"), series_model=recipe_part_model(parts, "series"))
+    net.image_net.set_state_dict(nets["image"].state_dict())
+    net.series_net.set_state_dict(nets["series"].state_dict())
+    net.set_image_weight(w)
+    crossfit = crossfit_accuracy(p_image, p_series, labels, seed=recipe.seed)
+    if rank == 0:  # the fused network's weights, like every run's best.pdparams
+        save_params(Path(run_dir) / "best.pdparams", net)
+    log.info("late fusion: image %.4f, series %.4f -> weight %.3f: %.4f (cross-fitted %.4f)",
+             parts["image"]["final"]["holdout_acc"], parts["series"]["final"]["holdout_acc"], w, acc, crossfit)
+    s = parts["series"]
+    seconds = parts["image"]["train_seconds"] + s["train_seconds"]
+    samples = parts["image"]["samples_seen"] + s["samples_seen"]
+    summary = {
+        "interrupted": False, "epoch": s["epoch"], "best_epoch": s["best_epoch"],
+        "stopped_early": s["stopped_early"], "history": s["history"], "train_seconds": seconds,
+        "samples_seen": samples, "samples_per_s": round(samples / max(seconds, 1e-9), 1),
+        "final": {"holdout_acc": acc, "holdout_loss": loss}, "confusion": cm.tolist(),
+        "per_class": per_class_report(cm), "probs": fused, "labels": labels,
+        "late_fusion": {
+            "image_weight": w,
+            "holdout_acc_crossfit": round(crossfit, 4),
+            "holdout_acc_by_weight": {f"{k:g}": round(v, 4) for k, v in table.items()},
+            **{part: {"model": parts[part]["recipe"]["model"],
+                      "holdout_acc": round(parts[part]["final"]["holdout_acc"], 4),
+                      "best_epoch": parts[part]["best_epoch"], "epochs_run": parts[part]["epoch"],
+                      "stopped_early": parts[part]["stopped_early"]} for part in PARTS},
+        },
+    }
+    return net, summary
+
+
+def recipe_part_model(parts: dict[str, dict[str, Any]], part: str) -> str:
+    """The network name a part was trained with (from its saved recipe)."""
+    return parts[part]["recipe"]["model"]
