@@ -412,3 +412,32 @@ def test_augmentation_runs_before_the_shared_tail(sim_dir, cache, tmp_path, monk
                      "--no-progress", "--runs-dir", str(tmp_path / "runs"), "--name", "aug"])
     assert result["metrics"]["epochs_run"] == 1
     assert json.loads((tmp_path / "runs" / "aug" / "config.json").read_text())["recipe"]["augment"] is True
+
+
+def test_small_training_sets_get_enough_steps():
+    """The default recipe on a field's few hundred cards: 30 epochs, patience 10; the simulated set unchanged."""
+    from training.train import MAX_AUTO_EPOCHS, Recipe, length_for
+
+    r = Recipe()
+    assert length_for(r, 8640) == (8, 4)  # the default simulated set: 135 steps per epoch
+    assert length_for(r, 496) == (30, 10)  # field 70/30: 8 steps per epoch
+    assert length_for(r, 638) == (24, 8)  # field 90/10: 10 steps per epoch
+    assert length_for(Recipe(batch_size=32), 496, world_size=2) == (30, 10)  # --procs 2 splits the batch
+    assert length_for(r, 36) == (MAX_AUTO_EPOCHS, 10)
+    assert length_for(Recipe(patience=0), 496) == (30, 0)  # early stopping stays off
+
+
+def test_only_unset_lengths_follow_the_data():
+    from training.run import fit_length_to_data, parse_args, resolve_recipe
+
+    def resolved(*flags, cards=496):
+        args = parse_args(list(flags))
+        r = fit_length_to_data(args, resolve_recipe(args), cards, announce=False)
+        return r.epochs, r.patience
+
+    assert resolved() == (30, 10)
+    assert resolved(cards=8640) == (8, 4)
+    assert resolved("--epochs", "12") == (12, 10)
+    assert resolved("--patience", "3") == (30, 3)
+    assert resolved("--epochs", "5", "--patience", "2") == (5, 2)
+    assert resolved("--preset", "seed") == (2, 0)  # the notebook's recipe exactly

@@ -220,6 +220,26 @@ def prepare_data(args, recipe, rank: int = 0, size: int = 1, progress: bool = Tr
     return cs, config, train_idx, balanced, test_idx, series
 
 
+def fit_length_to_data(args, recipe, train_cards: int, size: int = 1, announce: bool = True):
+    """The default preset on a small training set: more epochs and patience (``training.train.length_for``).
+
+    Only what the user left unset changes; ``--preset seed`` keeps the notebook's recipe exactly.
+    """
+    import dataclasses
+
+    from training.train import length_for
+
+    if args.preset != "default" or (args.epochs is not None and args.patience is not None):
+        return recipe
+    epochs, patience = length_for(recipe, train_cards, size)
+    epochs = recipe.epochs if args.epochs is not None else epochs
+    patience = recipe.patience if args.patience is not None else patience
+    if announce and (epochs, patience) != (recipe.epochs, recipe.patience):
+        print(f"small training set ({train_cards} cards): {epochs} epochs, patience {patience} "
+              f"(--epochs/--patience set them)", flush=True)
+    return dataclasses.replace(recipe, epochs=epochs, patience=patience)
+
+
 def _run_name(args, recipe, size: int) -> str:
     if args.resume:
         return Path(args.resume).name
@@ -255,6 +275,7 @@ def train_command(args, cs_bundle=None) -> dict[str, Any]:
         run_dir.mkdir(parents=True, exist_ok=True)
     wall = time.perf_counter()
     cs, config, train_idx, balanced, test_idx, series = cs_bundle or prepare_data(args, recipe, rank, size, progress)
+    recipe = fit_length_to_data(args, recipe, len(balanced), size, announce=rank == 0)
     if rank == 0:
         print(format_report(cs.report), flush=True)
         print(f"split ({recipe.split}): {len(train_idx)} train -> {len(balanced)} after balancing, "
