@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from training.train import Recipe, save_params, confusion_matrix, fit, per_class_report
+from training.train import Recipe, accuracy_and_loss, confusion_matrix, fit, per_class_report, save_params
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,6 @@ def mixture(p_image: np.ndarray, p_series: np.ndarray, w: float) -> np.ndarray:
     return w * p_image + (1.0 - w) * p_series
 
 
-def _score(p: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    acc = float((p.argmax(axis=1) == labels).mean()) if len(labels) else float("nan")
-    loss = float(-np.mean(np.log(np.clip(p[np.arange(len(labels)), labels], 1e-12, 1.0)))) if len(labels) else float("nan")
-    return acc, loss
-
-
 def choose_image_weight(p_image: np.ndarray, p_series: np.ndarray, labels: np.ndarray,
                         grid: tuple[float, ...] = WEIGHT_GRID) -> tuple[float, dict[float, float]]:
     """The grid weight with the best accuracy on ``labels``; ties go to the lower log loss, then the smaller weight.
@@ -50,7 +44,7 @@ def choose_image_weight(p_image: np.ndarray, p_series: np.ndarray, labels: np.nd
     """
     table, best, best_key = {}, grid[0], None
     for w in grid:
-        acc, loss = _score(mixture(p_image, p_series, w), labels)
+        acc, loss = accuracy_and_loss(mixture(p_image, p_series, w), labels)
         table[w] = acc
         key = (-acc, loss, w)
         if best_key is None or key < best_key:
@@ -85,7 +79,7 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
     Args:
         open_writer: ``suffix -> VisualDL writer`` (each part logs to its own run, ``<run>-image`` and
             ``<run>-series``); None: no logging.
-        The rest as :func:`training.train.fit`; ``stop_after`` counts epochs across both parts.
+        The rest as :func:`training.train.fit` (``stop_after`` applies to each part).
 
     Returns:
         (:class:`training.series_models.LateFusionDual` with the chosen weight, summary dict shaped like
@@ -93,28 +87,27 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
     """
     from training.series_models import LateFusionDual
 
-    parts, nets, left = {}, {}, stop_after
-    for part, sub in part_recipes(recipe).items():
+    subs = part_recipes(recipe)
+    parts, nets = {}, {}
+    for part, sub in subs.items():
         writer = open_writer(part) if open_writer is not None and rank == 0 else None
         try:
             nets[part], parts[part] = fit(sub, cs, train_idx, test_idx, Path(run_dir) / part, writer=writer,
-                                          resume=resume, progress=progress, rank=rank, size=size, stop_after=left,
+                                          resume=resume, progress=progress, rank=rank, size=size, stop_after=stop_after,
                                           preprocess_config=preprocess_config, series=series)
         finally:
             if writer is not None:
                 writer.close()
         if parts[part].get("interrupted"):
             return nets[part], {**parts[part], "interrupted": True}
-        if left is not None:  # epochs this invocation ran for this part (all of them unless resumed)
-            left = max(1, left - len(parts[part]["history"]))
 
     labels = parts["series"]["labels"]
     p_image, p_series = parts["image"]["probs"], parts["series"]["probs"]
     w, table = choose_image_weight(p_image, p_series, labels)
     fused = mixture(p_image, p_series, w)
-    acc, loss = _score(fused, labels)
-    cm = confusion_matrix(labels, fused.argmax(axis=1)) if len(labels) else confusion_matrix(labels, labels)
-    net = LateFusionDual(image_model=recipe_part_model(parts, "image"), series_model=recipe_part_model(parts, "series"))
+    acc, loss = accuracy_and_loss(fused, labels)
+    cm = confusion_matrix(labels, fused.argmax(axis=1))
+    net = LateFusionDual(image_model=subs["image"].model, series_model=subs["series"].model)
     net.image_net.set_state_dict(nets["image"].state_dict())
     net.series_net.set_state_dict(nets["series"].state_dict())
     net.set_image_weight(w)
@@ -136,7 +129,7 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
             "image_weight": w,
             "holdout_acc_crossfit": round(crossfit, 4),
             "holdout_acc_by_weight": {f"{k:g}": round(v, 4) for k, v in table.items()},
-            **{part: {"model": parts[part]["recipe"]["model"],
+            **{part: {"model": subs[part].model,
                       "holdout_acc": round(parts[part]["final"]["holdout_acc"], 4),
                       "best_epoch": parts[part]["best_epoch"], "epochs_run": parts[part]["epoch"],
                       "stopped_early": parts[part]["stopped_early"]} for part in PARTS},
@@ -144,7 +137,3 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
     }
     return net, summary
 
-
-def recipe_part_model(parts: dict[str, dict[str, Any]], part: str) -> str:
-    """The network name a part was trained with (from its saved recipe)."""
-    return parts[part]["recipe"]["model"]

@@ -275,10 +275,17 @@ def evaluate(body, inputs: Inputs, labels: np.ndarray, idx: np.ndarray, batch_si
             probs.append(F.softmax(body(inputs.batch(idx[s:s + batch_size])), axis=-1).numpy())
     probs = np.concatenate(probs) if probs else np.zeros((0, len(CODES)), np.float32)
     y = labels[idx]
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0)))) if len(y) else float("nan")
+    acc, loss = accuracy_and_loss(probs, y)
     pred = probs.argmax(axis=1) if len(y) else np.zeros(0, np.int64)
-    return {"loss": loss, "acc": float((pred == y).mean()) if len(y) else float("nan"), "probs": probs,
-            "labels": y, "pred": pred, "confusion": confusion_matrix(y, pred)}
+    return {"loss": loss, "acc": acc, "probs": probs, "labels": y, "pred": pred, "confusion": confusion_matrix(y, pred)}
+
+
+def accuracy_and_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of class probabilities ``[n, classes]``; NaNs for no cards."""
+    if not len(labels):
+        return float("nan"), float("nan")
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
+    return float((probs.argmax(axis=1) == labels).mean()), loss
 
 
 def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int = len(CODES)) -> np.ndarray:
