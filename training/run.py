@@ -54,6 +54,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="oversample each training class to this many cards (0 = no balancing)")
     d.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="training-only outline jitter before the shared preprocessing")
+    d.add_argument("--series-augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="training-only variation of the series (start shift, time warp, load noise; default on)")
     d.add_argument("--cache-dir", default=None, help="cache for simulated data and preprocessed arrays")
     r = p.add_argument_group("recipe")
     r.add_argument("--preset", choices=sorted(PRESETS), default="default",

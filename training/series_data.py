@@ -97,14 +97,23 @@ def restrict(cs: CardSet, keep: np.ndarray) -> CardSet:
                    example_ink=cs.example_ink[[k for k, _ in ex]] if ex else cs.example_ink[:0])
 
 
+def series_batch(series: np.ndarray, idx, augment_rng: np.random.Generator | None = None) -> np.ndarray:
+    """``series[idx]``, varied by :func:`training.series_augment.augment_series` when ``augment_rng`` is given."""
+    if augment_rng is None:
+        return series[idx]
+    from training.series_augment import augment_series
+
+    return augment_series(series[idx], augment_rng)
+
+
 class SeriesInputs:
     """Series batches ``float32 [n, 5, L]`` (same interface as :class:`training.train.Inputs`)."""
 
     def __init__(self, series: np.ndarray):
         self.series = series
 
-    def batch(self, idx, augment_rng=None, config=None) -> paddle.Tensor:
-        return paddle.to_tensor(self.series[idx])
+    def batch(self, idx, augment_rng=None, config=None, series_rng=None) -> paddle.Tensor:
+        return paddle.to_tensor(series_batch(self.series, idx, series_rng))
 
 
 class DualInputs:
@@ -114,8 +123,8 @@ class DualInputs:
         self.image = image_inputs
         self.series = series
 
-    def batch(self, idx, augment_rng=None, config=None) -> list[paddle.Tensor]:
-        return [self.image.batch(idx, augment_rng, config), paddle.to_tensor(self.series[idx])]
+    def batch(self, idx, augment_rng=None, config=None, series_rng=None) -> list[paddle.Tensor]:
+        return [self.image.batch(idx, augment_rng, config), paddle.to_tensor(series_batch(self.series, idx, series_rng))]
 
 
 def make_inputs(model: str, cs: CardSet, series: np.ndarray):
