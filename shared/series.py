@@ -92,9 +92,15 @@ def _resample(values: np.ndarray, length: int) -> np.ndarray:
     return np.interp(target, source, np.append(values, values[0]))
 
 
-def _unit_scale(values: np.ndarray) -> np.ndarray:
-    peak = float(np.max(np.abs(values)))
-    return values / peak if peak > 0 else values
+def periodic_derivative(values: np.ndarray) -> np.ndarray:
+    """Derivative per sample of closed strokes (last axis, any leading axes), scaled by its largest magnitude.
+
+    The derivative channels of the series input; training's augmentation (``training.series_augment``)
+    recomputes them with this same function after varying a stroke.
+    """
+    grad = np.gradient(np.concatenate([values, values[..., :1]], axis=-1), axis=-1)[..., :-1]
+    peak = np.abs(grad).max(axis=-1, keepdims=True)
+    return np.divide(grad, peak, out=np.zeros_like(grad), where=peak > 0)
 
 
 def preprocess_series(card: Card, config: SeriesConfig = DEFAULT_SERIES_CONFIG) -> np.ndarray:
@@ -108,8 +114,7 @@ def preprocess_series(card: Card, config: SeriesConfig = DEFAULT_SERIES_CONFIG) 
     position, load = _orient(position, load)
     p = _resample((position - position.min()) / p_span, config.length)
     f = _resample((load - load.min()) / f_span, config.length)
-    dp = _unit_scale(np.gradient(np.append(p, p[:1]))[:-1])
-    df = _unit_scale(np.gradient(np.append(f, f[:1]))[:-1])
+    dp, df = periodic_derivative(p), periodic_derivative(f)
     f_max = float(np.max(np.abs(load)))
     ratio = float(np.clip(load.min() / f_max, -1.0, 1.0)) if f_max > 0 else 0.0
     return np.stack([p, f, dp, df, np.full(config.length, ratio)]).astype(np.float32)

@@ -12,8 +12,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.cards import Card  # noqa: E402
-from shared.series import preprocess_series  # noqa: E402
-from training.series_augment import LOAD_NOISE, _periodic_gradient, augment_series  # noqa: E402
+from shared.series import periodic_derivative, preprocess_series  # noqa: E402
+from training.series_augment import LOAD_NOISE, augment_series  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +28,9 @@ def cards() -> np.ndarray:
     return np.stack(out)
 
 
-def test_derivatives_are_recomputed_as_the_preprocessing_computes_them(cards):
-    np.testing.assert_allclose(_periodic_gradient(cards[:, 0].astype(np.float64)), cards[:, 2], atol=1e-5)  # from the float32 copy
-    np.testing.assert_allclose(_periodic_gradient(cards[:, 1].astype(np.float64)), cards[:, 3], atol=1e-5)
+def test_derivative_channels_are_the_shared_periodic_derivative(cards):
+    np.testing.assert_allclose(periodic_derivative(cards[:, 0].astype(np.float64)), cards[:, 2], atol=1e-5)  # from the float32 copy
+    np.testing.assert_allclose(periodic_derivative(cards[:, 1].astype(np.float64)), cards[:, 3], atol=1e-5)
 
 
 def test_augmented_cards_keep_the_invariants(cards):
@@ -42,8 +42,8 @@ def test_augmented_cards_keep_the_invariants(cards):
     np.testing.assert_allclose(load.min(axis=1), 0.0, atol=1e-6)
     np.testing.assert_allclose(load.max(axis=1), 1.0, atol=1e-6)
     assert position.min() >= -1e-6 and position.max() <= 1 + 1e-6
-    np.testing.assert_allclose(out[:, 2], _periodic_gradient(position.astype(np.float64)), atol=1e-5)
-    np.testing.assert_allclose(out[:, 3], _periodic_gradient(load.astype(np.float64)), atol=1e-5)
+    np.testing.assert_allclose(out[:, 2], periodic_derivative(position.astype(np.float64)), atol=1e-5)
+    np.testing.assert_allclose(out[:, 3], periodic_derivative(load.astype(np.float64)), atol=1e-5)
     np.testing.assert_array_equal(out[:, 4], cards[:, 4])  # the min/max load ratio is a property of the well
 
 

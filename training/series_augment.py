@@ -17,16 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from shared.series import periodic_derivative
+
 MAX_SHIFT = 3  # samples of 256 (~1 % of the stroke)
 MAX_WARP = 0.03  # largest time displacement, as a share of the stroke
 LOAD_NOISE = 0.01  # standard deviation, in units of the load range
-
-
-def _periodic_gradient(values: np.ndarray) -> np.ndarray:
-    """``np.gradient`` of each closed stroke (last axis), as ``shared.series`` computes it, scaled to max |1|."""
-    grad = np.gradient(np.concatenate([values, values[..., :1]], axis=-1), axis=-1)[..., :-1]
-    peak = np.abs(grad).max(axis=-1, keepdims=True)
-    return np.divide(grad, peak, out=np.zeros_like(grad), where=peak > 0)
 
 
 def _warp(values: np.ndarray, displacement: np.ndarray) -> np.ndarray:
@@ -53,5 +48,5 @@ def augment_series(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     load = load + rng.normal(0.0, LOAD_NOISE, load.shape)
     span = np.ptp(load, axis=-1, keepdims=True)
     load = np.divide(load - load.min(axis=-1, keepdims=True), span, out=np.zeros_like(load), where=span > 0)
-    out = np.stack([position, load, _periodic_gradient(position), _periodic_gradient(load), ratio], axis=1)
+    out = np.stack([position, load, periodic_derivative(position), periodic_derivative(load), ratio], axis=1)
     return out.astype(np.float32)
