@@ -1,4 +1,4 @@
-"""Training-only augmentation of preprocessed series (``--augment`` with ``--input series|dual``).
+"""Training-only augmentation of preprocessed series (``--series-augment``, on by default for ``--input series|dual``).
 
 Works on the shared preprocessing's output ``float32 [n, 5, L]`` (position, load, their scaled
 derivatives, min/max load ratio; :mod:`shared.series`) and keeps its invariants: position and load in

@@ -24,7 +24,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from shared.series import SERIES_CHANNELS, SeriesConfig
-from training.models import INPUT_SHAPE, NUM_CLASSES, _conv_bn
+from training.models import INPUT_SHAPE, NUM_CLASSES, _conv_bn, build_model
 
 SERIES_SHAPE = SeriesConfig().input_shape  # (5, 256)
 
@@ -220,8 +220,6 @@ class LateFusionDual(nn.Layer):
 
     def __init__(self, image_model: str = "cardnet", series_model: str = "seriesnet", image_weight: float = 0.0):
         super().__init__()
-        from training.models import build_model
-
         self.image_model, self.series_model = image_model, series_model
         self.image_net = build_model(image_model)
         self.series_net = build_series_model(series_model)
