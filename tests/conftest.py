@@ -102,12 +102,13 @@ def export_tiny_series_model(kind: str, folder: Path, seed: int = 1, version: st
     """Export an untrained (seeded, deterministic) ``series`` or ``dual`` network with its ``meta.json``."""
     import paddle
 
-    from training.export import export_series_model
-    from training.series_models import DualNet, SeriesNet
+    from training.dual_models import DualNet
+    from training.export import export_model
+    from training.series_models import SeriesNet
 
     paddle.seed(seed)
     net = SeriesNet() if kind == "series" else DualNet()
-    export_series_model(net, folder, kind, {"name": f"tiny-{kind}", "version": version})
+    export_model(net, folder, {"name": f"tiny-{kind}", "version": version}, kind=kind)
     return folder
 
 

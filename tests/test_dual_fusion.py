@@ -12,7 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.series_models import DualBody, build_series_model  # noqa: E402
+from training.dual_models import DualBody  # noqa: E402
+from training.models import build_model  # noqa: E402
 from training.train import training_loss  # noqa: E402
 
 
@@ -87,7 +88,7 @@ def test_aux_heads_train_each_trunk_and_vanish_in_eval():
 
 @pytest.mark.parametrize("name", ["dualnet", "dualnet_sum", "dualnet_aux", "dualnet_ens"])
 def test_every_dual_net_gives_logits_in_eval(name):
-    net = build_series_model(name)
+    net = build_model(name)
     net.eval()
     rng = np.random.default_rng(3)
     with paddle.no_grad():
@@ -153,7 +154,7 @@ def test_crossfit_does_not_exceed_the_best_weight_on_useless_images():
 
 
 def test_late_fusion_net_is_the_mixture_and_keeps_its_weight(tmp_path):
-    from training.series_models import LateFusionDual
+    from training.dual_models import LateFusionDual
 
     paddle.seed(1)
     net = LateFusionDual()

@@ -62,7 +62,8 @@ def test_variation_is_small_random_and_reproducible(cards):
 def test_training_uses_it_only_when_asked(tmp_path, tmp_path_factory):
     """A recorded recipe flag; two runs that differ only in it train different weights; the seed preset has it off."""
     from tests.conftest import simulated_train_set
-    from training.run import main, parse_args, resolve_recipe
+    from training.recipe import resolve_recipe
+    from training.run import main, parse_args
 
     assert resolve_recipe(parse_args(["--input", "series"])).series_augment is True
     assert resolve_recipe(parse_args(["--preset", "seed"])).series_augment is False

@@ -77,13 +77,12 @@ def test_export_parity(trained, key, sim_dir, cache):
     import paddle
 
     from serving.routing import SeriesPredictor
-    from training.evaluate import Predictor as EvalPredictor
-    from training.models import split_stem
-    from training.series_models import build_series_model
+    from training.evaluate_exported import ExportedModel
+    from training.models import build_model, split_stem
 
     summary, folder = trained[key]
     kind = RUNS[key][0]
-    net = build_series_model(summary["model"])
+    net = build_model(summary["model"])
     net.set_state_dict(paddle.load(str(Path(summary["run_dir"]) / "best.pdparams")))
     net.eval()
     rng = np.random.default_rng(0)
@@ -95,7 +94,7 @@ def test_export_parity(trained, key, sim_dir, cache):
         else:
             want = paddle.nn.functional.softmax(net(paddle.to_tensor(image), paddle.to_tensor(series)), -1).numpy()
     feeds = {"series": series} if kind == "series" else {"image": image, "series": series}
-    got = EvalPredictor(folder).run(feeds)
+    got = ExportedModel(folder).run(feeds)
     np.testing.assert_allclose(got, want, atol=1e-5)
     served = SeriesPredictor(folder, device="cpu", batch_sizes=(1, 4)).predict(feeds)
     np.testing.assert_allclose(served, want, atol=1e-5)
@@ -124,10 +123,10 @@ def test_late_fusion_run(trained):
 
 @pytest.mark.parametrize("kind", ["series", "dual"])
 def test_eval_report(trained, kind, sim_dir, cache, tmp_path):
-    from training.evaluate import evaluate_folder
+    from training.evaluate_exported import evaluate_exported
 
     _, folder = trained[kind]
-    report = evaluate_folder(folder, sim_dir, tmp_path / "eval", progress=False, cache_dir=cache)
+    report = evaluate_exported(folder, sim_dir, tmp_path / "eval", progress=False, cache_dir=cache)
     assert report["kind"] == kind and report["cards"] == 12 * PER_CLASS
     assert (tmp_path / "eval" / "confusion.png").is_file()
 
@@ -154,7 +153,8 @@ def test_series_skips_cards_without_csv(sim_dir, cache, tmp_path):
 
 
 def test_model_input_mismatch_is_refused():
-    from training.run import parse_args, resolve_recipe
+    from training.recipe import resolve_recipe
+    from training.run import parse_args
 
     with pytest.raises(SystemExit, match="takes series input"):
         resolve_recipe(parse_args(["--input", "dual", "--model", "seriesnet"]))
@@ -184,18 +184,18 @@ def test_late_fusion_run_resumes_like_an_uninterrupted_one(sim_dir, cache, tmp_p
     """Stopped inside the image part, resumed: same fused network as a run that was never stopped."""
     import paddle
 
-    from training import run
+    from training import pipeline, run
 
     runs = tmp_path / "runs"
     common = ["--data", str(sim_dir), "--input", "dual", "--epochs", "2", "--batch-size", "8", "--patience", "0",
               "--holdout", "0.34", "--no-vdl", "--no-export", "--no-progress", "--runs-dir", str(runs),
               "--cache-dir", str(cache)]
-    full = run.train_command(run.parse_args([*common, "--name", "full"]))
-    part = run.train_command(run.parse_args([*common, "--name", "part", "--stop-after", "1"]))
+    full = pipeline.train_run(run.parse_args([*common, "--name", "full"]))
+    part = pipeline.train_run(run.parse_args([*common, "--name", "part", "--stop-after", "1"]))
     assert part["interrupted"]
     assert json.loads((runs / "part" / "image" / "checkpoint" / "state.json").read_text())["epoch"] == 1
     assert not (runs / "part" / "series").exists()
-    resumed = run.train_command(run.parse_args([*common, "--resume"]))  # the latest run: found inside its part
+    resumed = pipeline.train_run(run.parse_args([*common, "--resume"]))  # the latest run: found inside its part
     assert resumed["name"] == "part" and not resumed["interrupted"]
     assert resumed["metrics"]["late_fusion"] == full["metrics"]["late_fusion"]
     a, b = (paddle.load(str(runs / n / "best.pdparams")) for n in ("full", "part"))

@@ -143,7 +143,7 @@ def test_row_bias_conv_trains_like_the_stock_conv():
     """The notebook nets' training-only bias add gives the stock ``nn.Conv2D`` forward and gradients."""
     from paddle import nn
 
-    from training.models import RowBiasConv2D
+    from training.image_models import RowBiasConv2D
 
     paddle.seed(3)
     fast = RowBiasConv2D(3, 5, 3, stride=2, padding=1)
@@ -210,9 +210,9 @@ def test_export_meta_and_parity(trained, messy_zip, cache):
     from shared.meta import load_meta
     from shared.preprocess import PreprocessConfig
     from training.data import load_data
-    from training.evaluate import Predictor
-    from training.export import load_exported
-    from training.models import WithSoftmax, build_model
+    from training.evaluate_exported import ExportedModel
+    from training.export import WithSoftmax, load_exported
+    from training.models import build_model
 
     root, _ = trained
     folder = root / "models" / "t1"
@@ -232,7 +232,7 @@ def test_export_meta_and_parity(trained, messy_zip, cache):
     dyn.eval()
     expected = dyn(paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
-    np.testing.assert_allclose(Predictor(folder)(x), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ExportedModel(folder)(x), expected, rtol=1e-4, atol=1e-5)
     loaded = load_exported(folder)
     np.testing.assert_allclose(loaded(paddle.to_tensor(x)).numpy(), expected, rtol=1e-4, atol=1e-5)
 
@@ -292,9 +292,9 @@ def test_visualdl_components_read_back(trained):
 
 
 def _train(argv: list[str]) -> dict:
-    from training import run
+    from training import pipeline, run
 
-    return run.train_command(run.parse_args(argv))
+    return pipeline.train_run(run.parse_args(argv))
 
 
 def test_resume_after_stop_matches_uninterrupted(sim_dir, cache, tmp_path, monkeypatch):
@@ -346,7 +346,8 @@ def test_compare_models_notebook_net(sim_dir, cache, tmp_path, monkeypatch, caps
 
 
 def test_seed_preset_is_the_notebook_recipe():
-    from training.run import parse_args, resolve_recipe
+    from training.recipe import resolve_recipe
+    from training.run import parse_args
 
     r = resolve_recipe(parse_args(["--preset", "seed"]))
     assert (r.model, r.optimizer, r.lr, r.batch_size, r.epochs, r.per_class_target, r.holdout, r.preprocess) == (
@@ -355,7 +356,7 @@ def test_seed_preset_is_the_notebook_recipe():
 
 
 def test_field_csv_becomes_competition_folder(tmp_path):
-    from training.evaluate import field_csv_to_folder
+    from training.data import field_csv_to_folder
     from tests.shapes import SHAPES
 
     rows = ["id,source_label,code,points,position_m,load_kN"]
@@ -400,7 +401,7 @@ def test_killed_run_resumes_where_it_stopped(sim_dir, cache, tmp_path):
 def test_augmentation_runs_before_the_shared_tail(sim_dir, cache, tmp_path, monkeypatch):
     from shared.cards import decode_card_png
     from shared.preprocess import preprocess_ink
-    from training.data import augment_ink
+    from training.image_augment import augment_ink
 
     ink = decode_card_png(sorted((sim_dir / "A02").glob("*.png"))[0])
     rng = np.random.default_rng(0)
@@ -416,7 +417,7 @@ def test_augmentation_runs_before_the_shared_tail(sim_dir, cache, tmp_path, monk
 
 def test_small_training_sets_get_enough_steps():
     """The default recipe on a field's few hundred cards: 30 epochs, patience 10; the simulated set unchanged."""
-    from training.train import MAX_AUTO_EPOCHS, Recipe, length_for
+    from training.recipe import MAX_AUTO_EPOCHS, Recipe, length_for
 
     r = Recipe()
     assert length_for(r, 8640) == (8, 4)  # the default simulated set: 135 steps per epoch
@@ -428,7 +429,8 @@ def test_small_training_sets_get_enough_steps():
 
 
 def test_only_unset_lengths_follow_the_data():
-    from training.run import fit_length_to_data, parse_args, resolve_recipe
+    from training.recipe import fit_length_to_data, resolve_recipe
+    from training.run import parse_args
 
     def resolved(*flags, cards=496):
         args = parse_args(list(flags))

@@ -3,17 +3,21 @@
 Stages (each a plain function):
 
 * :func:`resolve_source` turns ``--data`` (``sim``, a ``train.zip`` or an extracted folder) into a path,
-  generating the simulated set into the cache the first time.
+  generating the simulated set into the cache the first time; :func:`field_csv_to_folder` writes the
+  field cards' CSV (one card per row) as such a folder.
 * :func:`load_data` reads every card once through the shared safe reader
   (:func:`shared.dataset_io.iter_cards`) and the shared preprocessing, and caches the model inputs as
   ``uint8`` (the shared tail produces ``filled / 255``, so ``uint8`` holds it exactly). Unreadable cards,
   unknown folders and empty classes are counted and listed (bounded), never raised mid-epoch.
 * :func:`split_indices` (per class, sorted, deterministic; optionally by well) and :func:`oversample`.
-* :func:`augment_ink` is the training-only jitter applied to an outline *before* the shared tail.
+
+Training-only augmentation lives beside, one module per input: :mod:`training.image_augment`,
+:mod:`training.series_augment`.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -27,9 +31,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from shared.atomic import atomic_directory, atomic_write_text
-from shared.cards import CardError, decode_card_png, read_card_csv
-from shared.dataset_io import ArchiveError, iter_cards
+from shared.atomic import atomic_directory, atomic_write_bytes, atomic_write_text
+from shared.cards import CardError, decode_card_png, read_card_csv, render_card_png, write_card_csv
+from shared.dataset_io import iter_cards
 from shared.labels import CODES
 from shared.preprocess import PreprocessConfig, card_ink, preprocess_ink
 
@@ -114,6 +118,38 @@ def resolve_source(data: str, cache_dir: str | os.PathLike | None = None, sim_pe
         log.info("generating the simulated dataset (%d cards per class, seed %d) into %s", per_class, seed, out)
         generate_dataset(out, per_class, seed=seed, progress=progress)
     return train
+
+
+def field_csv_to_folder(csv_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+    """Turn ``field-cards.csv`` (one card per row, series only) into a competition-layout folder.
+
+    Only rows with one of our condition codes are written (``<out>/<code>/<id>.png + .csv``); the PNG is
+    drawn by :func:`shared.cards.render_card_png`, the renderer the competition format assumes.
+    """
+    csv_path = Path(csv_path)
+    st = csv_path.stat()
+    out = Path(out_dir or default_cache_dir() / f"field-{st.st_size}-{st.st_mtime_ns}-v{CACHE_FORMAT}")
+    if (out / ".complete").is_file():
+        return out
+    written = 0
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            code = (row.get("code") or "").strip()
+            if code not in CODES:
+                continue
+            pos = np.array(row["position_m"].split(), float)
+            load = np.array(row["load_kN"].split(), float)
+            folder = out / code
+            folder.mkdir(parents=True, exist_ok=True)
+            try:
+                atomic_write_bytes(folder / f"{row['id']}.png", render_card_png(pos, load))
+            except CardError as exc:
+                log.warning("field card %s not rendered: %s", row["id"], exc)
+                continue
+            write_card_csv(folder / f"{row['id']}.csv", pos, load)
+            written += 1
+    atomic_write_text(out / ".complete", f"{written}\n")
+    return out
 
 
 def simulator_digest() -> str:
@@ -300,7 +336,7 @@ def _load_cache(cache: Path, keep_ink: bool) -> CardSet:
                    example_idx=index["example_idx"], example_ink=np.load(cache / "example_ink.npy"))
 
 
-def format_report(report: dict[str, Any]) -> str:
+def format_ingest_report(report: dict[str, Any]) -> str:
     """One human-readable paragraph about what ingest read and skipped."""
     lines = [f"ingest: {report['cards']} cards from {report['source']}",
              "  per class: " + ", ".join(f"{c} {n}" for c, n in report["per_class"].items())]
@@ -397,46 +433,3 @@ def write_lists(run_dir: Path, cs: CardSet, train_idx: np.ndarray, test_idx: np.
 def class_counts(labels: np.ndarray) -> dict[str, int]:
     """Cards per condition code."""
     return {code: int((np.asarray(labels) == i).sum()) for i, code in enumerate(CODES)}
-
-
-# ------------------------------------------------------------------------------------------
-# Augmentation (training only, before the shared deterministic tail)
-# ------------------------------------------------------------------------------------------
-
-
-def augment_ink(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Jitter an outline mask the way other renderers and recorders differ.
-
-    Small shift and per-axis scale, line width (dilate/erode), pixel noise. The result then goes through
-    :func:`shared.preprocess.preprocess_ink` like any card.
-    """
-    h, w = ink.shape
-    sx, sy = rng.uniform(0.9, 1.05, size=2)
-    tx, ty = rng.uniform(-4, 4, size=2)
-    m = np.float32([[sx, 0, (1 - sx) * w / 2 + tx], [0, sy, (1 - sy) * h / 2 + ty]])
-    out = cv2.warpAffine(ink, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-    r = rng.random()
-    if r < 0.25:
-        out = cv2.dilate(out, np.ones((2, 2), np.uint8))
-    elif r < 0.4:
-        out = cv2.erode(out, np.ones((2, 1), np.uint8)) if out.max() > 0 else out
-    if rng.random() < 0.5:
-        noise = rng.random(out.shape) < 0.002
-        out = out.copy()
-        out[noise] = 255
-    return out
-
-
-def augmented_inputs(cs: CardSet, idx: np.ndarray, rng: np.random.Generator, config: PreprocessConfig) -> np.ndarray:
-    """Model inputs ``float32 [n, 1, H, W]`` of cards ``idx`` after augmentation and the shared tail."""
-    out = np.empty((len(idx), 1, config.height, config.width), np.float32)
-    for k, i in enumerate(idx):
-        try:
-            out[k] = preprocess_ink(augment_ink(cs.ink[i], rng), config)
-        except CardError:  # the jitter pushed the outline off the canvas: use the clean card
-            out[k] = cs.model_input([i])[0]
-    return out
-
-
-__all__ = ["ArchiveError", "CardSet", "augment_ink", "augmented_inputs", "class_counts", "default_cache_dir",
-           "format_report", "load_data", "oversample", "resolve_source", "split_indices", "well_of", "write_lists"]

@@ -22,7 +22,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from training.train import Recipe, accuracy_and_loss, confusion_matrix, fit, per_class_report, save_params
+from training.dual_models import LateFusionDual
+from training.metrics import accuracy_and_loss, confusion_matrix, per_class_report
+from training.models import DEFAULT_FOR_INPUT
+from training.recipe import Recipe
+from training.train import fit, save_params
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,8 @@ def crossfit_accuracy(p_image: np.ndarray, p_series: np.ndarray, labels: np.ndar
     return correct / max(len(labels), 1)
 
 
-def part_recipes(recipe: Recipe, image_model: str = "cardnet", series_model: str = "seriesnet") -> dict[str, Recipe]:
+def part_recipes(recipe: Recipe, image_model: str = DEFAULT_FOR_INPUT["image"],
+                 series_model: str = DEFAULT_FOR_INPUT["series"]) -> dict[str, Recipe]:
     """The recipes of the two networks: the dual run's recipe with each part's network and input."""
     return {"image": dataclasses.replace(recipe, model=image_model, input="image"),
             "series": dataclasses.replace(recipe, model=series_model, input="series")}
@@ -72,8 +77,7 @@ def part_recipes(recipe: Recipe, image_model: str = "cardnet", series_model: str
 
 def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndarray, run_dir: Path,
                     open_writer: Callable[[str], Any] | None = None, resume: bool = False, progress: bool = True,
-                    rank: int = 0, size: int = 1, stop_after: int | None = None, preprocess_config=None,
-                    series: np.ndarray | None = None):
+                    rank: int = 0, size: int = 1, stop_after: int | None = None, series: np.ndarray | None = None):
     """Train the image and the series network (``run_dir/image``, ``run_dir/series``), then fuse them.
 
     Args:
@@ -82,11 +86,9 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
         The rest as :func:`training.train.fit` (``stop_after`` applies to each part).
 
     Returns:
-        (:class:`training.series_models.LateFusionDual` with the chosen weight, summary dict shaped like
+        (:class:`training.dual_models.LateFusionDual` with the chosen weight, summary dict shaped like
         ``fit``'s, plus ``late_fusion`` with each part's figures, the weight table and the cross-fitted accuracy).
     """
-    from training.series_models import LateFusionDual
-
     subs = part_recipes(recipe)
     parts, nets = {}, {}
     for part, sub in subs.items():
@@ -94,7 +96,7 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
         try:
             nets[part], parts[part] = fit(sub, cs, train_idx, test_idx, Path(run_dir) / part, writer=writer,
                                           resume=resume, progress=progress, rank=rank, size=size, stop_after=stop_after,
-                                          preprocess_config=preprocess_config, series=series)
+                                          series=series)
         finally:
             if writer is not None:
                 writer.close()
@@ -107,9 +109,7 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
     fused = mixture(p_image, p_series, w)
     acc, loss = accuracy_and_loss(fused, labels)
     cm = confusion_matrix(labels, fused.argmax(axis=1))
-    net = LateFusionDual(image_model=subs["image"].model, series_model=subs["series"].model)
-    net.image_net.set_state_dict(nets["image"].state_dict())
-    net.series_net.set_state_dict(nets["series"].state_dict())
+    net = LateFusionDual(nets["image"], nets["series"])  # the two trained networks, mixed
     net.set_image_weight(w)
     crossfit = crossfit_accuracy(p_image, p_series, labels, seed=recipe.seed)
     if rank == 0:  # the fused network's weights, like every run's best.pdparams

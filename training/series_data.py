@@ -1,10 +1,10 @@
-"""Series arrays for the cards of a :class:`training.data.CardSet`, and model inputs for series/dual training.
+"""Series arrays for the cards of a :class:`training.data.CardSet` (``--input series`` and ``--input dual``).
 
 :func:`load_series` reads every card's ``<id>.csv`` once through the shared safe reader and the shared
 series preprocessing (:func:`shared.series.preprocess_series_csv`), aligned with the card set's order and
 cached like the image arrays (``.cache/ingest/series-<key>/``). A card without a usable CSV gets a
 ``False`` in the mask and a reason; :func:`restrict` drops those cards (with counts in the report) for
-``--input series`` and ``--input dual``.
+``--input series`` and ``--input dual``. :mod:`training.inputs` turns the arrays into network batches.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import paddle
 
 from shared.atomic import atomic_directory, atomic_write_text
 from shared.cards import CardError
@@ -97,51 +96,14 @@ def restrict(cs: CardSet, keep: np.ndarray) -> CardSet:
                    example_ink=cs.example_ink[[k for k, _ in ex]] if ex else cs.example_ink[:0])
 
 
-def series_batch(series: np.ndarray, idx, augment_rng: np.random.Generator | None = None) -> np.ndarray:
-    """``series[idx]``, varied by :func:`training.series_augment.augment_series` when ``augment_rng`` is given."""
-    if augment_rng is None:
-        return series[idx]
-    from training.series_augment import augment_series
+def cards_with_series(cs: CardSet, config: SeriesConfig | None = None, cache_dir: str | os.PathLike | None = None,
+                      progress: bool = True) -> tuple[CardSet, np.ndarray]:
+    """The cards of ``cs`` that have a usable CSV, and their series (what series and dual models read).
 
-    return augment_series(series[idx], augment_rng)
-
-
-class SeriesInputs:
-    """Series batches ``float32 [n, 5, L]`` (same interface as :class:`training.train.Inputs`)."""
-
-    def __init__(self, series: np.ndarray):
-        self.series = series
-
-    def batch(self, idx, augment_rng=None, config=None, series_rng=None) -> paddle.Tensor:
-        return paddle.to_tensor(series_batch(self.series, idx, series_rng))
-
-
-class DualInputs:
-    """``[pooled image, series]`` batches for :class:`training.series_models.DualBody`."""
-
-    def __init__(self, image_inputs, series: np.ndarray):
-        self.image = image_inputs
-        self.series = series
-
-    def batch(self, idx, augment_rng=None, config=None, series_rng=None) -> list[paddle.Tensor]:
-        return [self.image.batch(idx, augment_rng, config), paddle.to_tensor(series_batch(self.series, idx, series_rng))]
-
-
-def make_inputs(model: str, cs: CardSet, series: np.ndarray):
-    """``(net, trainable body, inputs)`` for a series or dual network, mirroring the image path in ``fit``.
-
-    Raises:
-        ValueError: ``series`` is missing or not aligned with ``cs``.
+    Returns:
+        ``(cards, series float32 [n, 5, L])``; ``cards.report["series"]`` counts the cards left out, by reason.
     """
-    from training.models import split_stem
-    from training.series_models import build_series_model, model_input_kind
-    from training.train import Inputs
-
-    if series is None or len(series) != len(cs):
-        raise ValueError(f"model {model!r} needs one series per card ({0 if series is None else len(series)} "
-                         f"for {len(cs)} cards)")
-    net = build_series_model(model)
-    if model_input_kind(model) == "series":
-        return net, net, SeriesInputs(series)
-    stem, body = split_stem(net)
-    return net, body, DualInputs(Inputs(cs, stem), series)
+    series, ok, report = load_series(cs, config, cache_dir=cache_dir, progress=progress)
+    kept = restrict(cs, ok)
+    kept.report = {**cs.report, "series": report}
+    return kept, series[ok]

@@ -1,32 +1,24 @@
-"""Networks for the raw position/load series (``series``) and for PNG + series together (``dual``).
+"""Series networks: the raw position/load samples of a card's CSV (``--input series``).
 
-Inputs come from the shared preprocessing: the series path :func:`shared.series.preprocess_series`
-gives ``float32 [N, 5, 256]``, the image path ``float32 [N, 1, 190, 400]``. Like the image networks
-these return **logits**; the export wraps them in a softmax (:class:`SeriesWithSoftmax`,
-:class:`DualWithSoftmax`).
+The input comes from the shared series preprocessing (:func:`shared.series.preprocess_series`):
+``float32 [N, 5, 256]``. Like every network here they return **logits**; the export adds the softmax
+(:mod:`training.export`). They are built by name through the one registry, :mod:`training.models`.
 
-Why these shapes (measured on the 709 field cards, 70/30, and the simulated set; docs/TRAINING.md):
-
-* ``seriesnet``: four conv1d-BN-ReLU stages 5->32->64->96->128 (stride 2 after the first), then a
-  coarse 8-bin average over the stroke *plus* a global max. The series starts at the bottom of the
-  stroke and runs in time order, so *where* along the stroke a load change happens (early upstroke
-  = A07, late downstroke = A02/A03, top = A05) is the diagnosis; a translation-blind global average
-  alone throws that away, the global max keeps sharp spikes (tagging) wherever they fall.
-* ``dualnet``: the ``cardnet`` image trunk (same stem, convs and 3x6 grid) and the ``seriesnet``
-  trunk, each projected to 128 features, concatenated, one linear layer. The two trunks see the
-  same card in different forms; the classifier learns which to trust per condition.
+Why this shape (measured on the 709 field cards, 70/30, and the simulated set; docs/TRAINING.md):
+``seriesnet`` is four conv1d-BN-ReLU stages 5->32->64->96->128 (stride 2 after the first), then a
+coarse 8-bin average over the stroke *plus* a global max. The series starts at the bottom of the
+stroke and runs in time order, so *where* along the stroke a load change happens (early upstroke =
+A07, late downstroke = A02/A03, top = A05) is the diagnosis; a translation-blind global average alone
+throws that away, the global max keeps sharp spikes (tagging) wherever they fall.
 """
 
 from __future__ import annotations
 
 import paddle
-import paddle.nn.functional as F
 from paddle import nn
 
-from shared.series import SERIES_CHANNELS, SeriesConfig
-from training.models import INPUT_SHAPE, NUM_CLASSES, _conv_bn, build_model
-
-SERIES_SHAPE = SeriesConfig().input_shape  # (5, 256)
+from shared.series import SERIES_CHANNELS
+from training.image_models import NUM_CLASSES
 
 
 def _conv1d_bn(cin: int, cout: int, k: int, stride: int) -> nn.Sequential:
@@ -71,195 +63,6 @@ class SeriesNet(nn.Layer):
         return self.fc(self.trunk(x))
 
 
-class ImageTrunk(nn.Layer):
-    """``cardnet``'s body without its classifier: pooled card ``[N, 1, 95, 200]`` -> ``[N, out_features]``."""
-
-    def __init__(self, widths=(16, 32, 48, 64), grid=(3, 6), out_features: int = 128, dropout: float = 0.2):
-        super().__init__()
-        layers, cin = [], 1
-        for w in widths:
-            layers.append(_conv_bn(cin, w, 2))
-            cin = w
-        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2D(grid), nn.Flatten(), nn.Dropout(dropout),
-                                  nn.Linear(cin * grid[0] * grid[1], out_features), nn.ReLU())
-        self.out_features = out_features
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class DualBody(nn.Layer):
-    """Takes ``[pooled image, series]`` (one list argument, so the training loop's ``body(x)`` works).
-
-    ``fusion`` says how the two trunks meet:
-
-    * ``concat``: features concatenated, one classifier.
-    * ``sum``: one classifier per trunk, logits added (trained jointly through the sum).
-    * ``aux``: ``concat`` plus one auxiliary classifier per trunk, each trained on the labels too
-      (the summed losses keep both trunks predictive alone; the auxiliary heads are training-only).
-    * ``ensemble``: one classifier per trunk, each trained on its own loss (so neither trunk can lean on
-      the other), answering with the sum of their log-probabilities — a product of experts.
-
-    Modality dropout (training only, ``concat``/``sum``/``aux``): for a random ``modality_dropout`` share
-    of the cards the image features are zeroed, for another share the series features (never both).
-    Without it the image trunk, which fits the training cards fastest, carries the decision and the dual
-    net generalised worse than the series net alone on the field cards.
-
-    In training mode the multi-head fusions return ``(prediction, [heads…])``
-    (:func:`training.train.training_loss`); in eval mode every fusion returns the prediction logits.
-    """
-
-    FUSIONS = ("concat", "sum", "aux", "ensemble")
-
-    def __init__(self, num_classes: int = NUM_CLASSES, dropout: float = 0.2, modality_dropout: float = 0.2,
-                 fusion: str = "concat"):
-        super().__init__()
-        if fusion not in self.FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r}; choose one of {', '.join(self.FUSIONS)}")
-        self.image = ImageTrunk()
-        self.series = SeriesTrunk()
-        self.modality_dropout = modality_dropout if fusion != "ensemble" else 0.0
-        self.fusion = fusion
-        if fusion in ("concat", "aux"):
-            self.fc = nn.Sequential(nn.Dropout(dropout),
-                                    nn.Linear(self.image.out_features + self.series.out_features, num_classes))
-        if fusion != "concat":  # per-trunk classifiers (the fused output of sum/ensemble, aux heads of aux)
-            self.fc_image = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.image.out_features, num_classes))
-            self.fc_series = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.series.out_features, num_classes))
-
-    def _drop_modality(self, fi, fs):
-        r = paddle.rand([fi.shape[0], 1])
-        p = self.modality_dropout
-        return fi * (r >= p).astype(fi.dtype), fs * ((r < p) | (r >= 2 * p)).astype(fs.dtype)
-
-    def forward(self, x):
-        image, series = x
-        fi, fs = self.image(image), self.series(series)
-        if self.fusion == "ensemble":
-            li, ls = self.fc_image(fi), self.fc_series(fs)
-            prediction = F.log_softmax(li, axis=-1) + F.log_softmax(ls, axis=-1)
-            return (prediction, [li, ls]) if self.training else prediction
-        di, ds = self._drop_modality(fi, fs) if self.training and self.modality_dropout > 0 else (fi, fs)
-        if self.fusion == "sum":
-            return self.fc_image(di) + self.fc_series(ds)
-        fused = self.fc(paddle.concat([di, ds], axis=1))
-        if self.fusion == "aux" and self.training:
-            return fused, [fused, self.fc_image(fi), self.fc_series(fs)]
-        return fused
-
-
-class DualNet(nn.Layer):
-    """PNG + series classifier: ``(image [N, 1, 190, 400], series [N, 5, L])`` -> logits ``[N, 12]``.
-
-    The parameter-free 2x2 average-pool stem is the image network's (``cardnet``), so training
-    computes it once per card (``training.models.split_stem``) and trains :attr:`body` on pooled arrays.
-    """
-
-    def __init__(self, num_classes: int = NUM_CLASSES, **body):
-        super().__init__()
-        self.stem = nn.AvgPool2D(kernel_size=2, stride=2)
-        self.body = DualBody(num_classes, **body)
-
-    def forward(self, image, series):
-        return self.body([self.stem(image), series])
-
-
-class SeriesWithSoftmax(nn.Layer):
-    """Export wrapper: probabilities from a series network."""
-
-    def __init__(self, net: nn.Layer):
-        super().__init__()
-        self.net = net
-
-    def forward(self, series):
-        return nn.functional.softmax(self.net(series), axis=-1)
-
-
-class DualWithSoftmax(nn.Layer):
-    """Export wrapper: probabilities from a dual network; inputs named ``image`` and ``series``."""
-
-    def __init__(self, net: nn.Layer):
-        super().__init__()
-        self.net = net
-
-    def forward(self, image, series):
-        return nn.functional.softmax(self.net(image, series), axis=-1)
-
-
 def seriesnet_small() -> nn.Layer:
     """A lighter ``seriesnet`` (16/32/64/64), measured as an alternative."""
     return SeriesNet(widths=(16, 32, 64, 64))
-
-
-def dualnet_sum() -> nn.Layer:
-    """``dualnet`` with one classifier per trunk and summed logits (modality dropout 0.3), measured as an alternative."""
-    return DualNet(fusion="sum", modality_dropout=0.3)
-
-
-def dualnet_aux() -> nn.Layer:
-    """``dualnet`` plus a training-only auxiliary classifier per trunk (summed losses), measured as an alternative."""
-    return DualNet(fusion="aux")
-
-
-def dualnet_ens() -> nn.Layer:
-    """Two trunks each trained on its own loss, answering with the product of their probabilities."""
-    return DualNet(fusion="ensemble")
-
-
-class LateFusionDual(nn.Layer):
-    """PNG + series as a weighted mixture of a whole image network and a whole series network.
-
-    ``p = w * softmax(image_net(image)) + (1 - w) * softmax(series_net(series))``, returned as ``log p``
-    (so the export's softmax gives ``p`` back exactly). The two networks are trained separately, each
-    with its own early stopping (:mod:`training.late_fusion`), and ``w`` (the ``image_weight`` buffer,
-    saved with the parameters) is then chosen on the holdout. ``w = 0`` is the series network alone,
-    so the image counts only as far as it helps on held-out cards — measured on the field cards, where
-    the PNG is drawn from the same samples as the CSV, the joint ``dualnet`` fell below the series
-    network alone (docs/TRAINING.md).
-    """
-
-    def __init__(self, image_model: str = "cardnet", series_model: str = "seriesnet", image_weight: float = 0.0):
-        super().__init__()
-        self.image_model, self.series_model = image_model, series_model
-        self.image_net = build_model(image_model)
-        self.series_net = build_series_model(series_model)
-        self.register_buffer("image_weight", paddle.to_tensor([image_weight], dtype="float32"))
-
-    def set_image_weight(self, w: float) -> None:
-        """Set the mixture weight of the image network (0 … 1)."""
-        if not 0.0 <= w <= 1.0:
-            raise ValueError(f"image weight {w} is outside 0 … 1")
-        self.image_weight.set_value(paddle.to_tensor([w], dtype="float32"))
-
-    def forward(self, image, series):
-        w = self.image_weight
-        p = w * F.softmax(self.image_net(image), axis=-1) + (1.0 - w) * F.softmax(self.series_net(series), axis=-1)
-        return paddle.log(paddle.clip(p, min=1e-12))
-
-
-LATE_FUSION_MODELS = ("dualnet_late",)
-
-# name -> (builder, input kind)
-SERIES_MODELS = {"seriesnet": (SeriesNet, "series"), "seriesnet_small": (seriesnet_small, "series"),
-                 "dualnet": (DualNet, "dual"), "dualnet_sum": (dualnet_sum, "dual"),
-                 "dualnet_aux": (dualnet_aux, "dual"), "dualnet_ens": (dualnet_ens, "dual"),
-                 "dualnet_late": (LateFusionDual, "dual")}
-DEFAULT_FOR_INPUT = {"image": "cardnet", "series": "seriesnet", "dual": "dualnet_late"}
-INPUT_SHAPES = {"image": [list(INPUT_SHAPE)], "series": [list(SERIES_SHAPE)],
-                "dual": [list(INPUT_SHAPE), list(SERIES_SHAPE)]}
-
-
-def model_input_kind(name: str) -> str:
-    """``image``, ``series`` or ``dual``: what a network (by name) takes."""
-    return SERIES_MODELS[name][1] if name in SERIES_MODELS else "image"
-
-
-def build_series_model(name: str) -> nn.Layer:
-    """A fresh series or dual network by name.
-
-    Raises:
-        ValueError: an unknown name, listing the valid ones.
-    """
-    if name not in SERIES_MODELS:
-        raise ValueError(f"unknown series/dual model {name!r}; choose one of {', '.join(SERIES_MODELS)}")
-    return SERIES_MODELS[name][0]()

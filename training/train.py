@@ -1,9 +1,10 @@
-"""The training loop: recipes, ``train_one_epoch``, ``evaluate``, ``fit`` (checkpoints, resume, early stop,
-data-parallel, VisualDL).
+"""The training loop: ``make_optimizer``, ``train_one_epoch``, ``evaluate``, checkpoints and ``fit``.
 
-Read top to bottom: :class:`Recipe` is everything that defines a run; :func:`fit` builds the network and
-optimiser, restores a checkpoint when resuming, then per epoch trains, evaluates on the holdout, logs and
-checkpoints (atomically), and stops early when the holdout stops improving.
+Read top to bottom: :func:`fit` builds the network named by the :class:`training.recipe.Recipe` (from the
+registry, :mod:`training.models`), its inputs (:func:`training.inputs.make_inputs`) and optimiser,
+restores a checkpoint when resuming, then per epoch trains, evaluates on the holdout, logs to VisualDL
+and checkpoints (atomically), and stops early when the holdout stops improving. Data-parallel runs go
+through the helpers of :mod:`training.distributed`.
 
 Determinism: the shuffle of epoch ``e`` comes from ``(seed, e)`` and Paddle's generator is reseeded from
 ``(seed, e)`` at the start of each epoch, so a run resumed from the checkpoint of epoch ``e`` continues
@@ -12,11 +13,11 @@ exactly as the uninterrupted run would have.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -27,160 +28,14 @@ import paddle.nn.functional as F
 from shared.atomic import atomic_directory, atomic_write_text
 from shared.labels import CODES
 from training import vdl
-from training.data import DEFAULT_SIM, CardSet, augmented_inputs
-from training.models import build_model, split_stem
+from training.data import CardSet
+from training.distributed import epoch_order, sync_buffers
+from training.inputs import ModelInputs, make_inputs
+from training.metrics import accuracy_and_loss, confusion_matrix, per_class_report
+from training.models import build_model, network_kind, split_stem
+from training.recipe import OPTIMIZERS, SCHEDULES, Recipe
 
 log = logging.getLogger(__name__)
-
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "onecycle")
-
-
-@dataclass
-class Recipe:
-    """Everything that defines a training run (written to ``config.json`` and the model's ``meta.json``)."""
-
-    model: str = "cardnet"
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 3e-3
-    optimizer: str = "adamw"
-    weight_decay: float = 1e-4
-    schedule: str = "onecycle"
-    label_smoothing: float = 0.05
-    seed: int = 0
-    holdout: float = 0.1
-    split: str = "card"
-    well_pattern: str = r"^(.+?)[_\-]"
-    per_class_target: int = 0
-    augment: bool = False  # image: outline jitter before the shared fill (re-fills every card: slower)
-    series_augment: bool = True  # series: shift, time warp, load noise (cheap; field 70/30 0.817 -> 0.850)
-    patience: int = 4
-    preprocess: str = "default"
-    sim_per_class: int = DEFAULT_SIM["per_class"]
-    input: str = "image"  # image | series | dual (what the network takes; see training.series_models)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Recipe":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# The notebook's recipe, exactly: CNN01 on the notebook's own fill, SGD lr 1e-4, batch 128, 2 epochs,
-# every class oversampled to 7,500, 90/10 split per class, no schedule, no smoothing, no early stop.
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "seed": {"model": "cnn01", "epochs": 2, "batch_size": 128, "lr": 1e-4, "optimizer": "sgd", "weight_decay": 0.0,
-             "schedule": "constant", "label_smoothing": 0.0, "holdout": 0.1, "split": "card",
-             "per_class_target": 7500, "augment": False, "series_augment": False, "patience": 0,
-             "preprocess": "legacy"},
-}
-
-
-# A small training set (a field's few hundred labelled cards) gets too few optimiser steps from the
-# default 8 epochs: the one-cycle schedule has annealed before the network has learnt. Measured on the
-# 709 field cards (70/30, docs/TRAINING.md): series 0.786 with 8 epochs, 0.817 with 30 and patience 10.
-MIN_STEPS = 240  # at least this many steps when the length is not given (30 epochs of 500 cards at batch 64)
-MAX_AUTO_EPOCHS = 30
-
-
-def length_for(recipe: "Recipe", train_cards: int, world_size: int = 1) -> tuple[int, int]:
-    """(epochs, patience) of the default recipe for ``train_cards`` training cards.
-
-    Epochs grow so that a run makes at least :data:`MIN_STEPS` optimiser steps (never fewer than the
-    recipe's, at most :data:`MAX_AUTO_EPOCHS`); patience grows with them to a third of the epochs, so the
-    noisy holdout of a small set does not stop the run on one bad epoch. ``recipe.batch_size`` is per
-    process, as with ``--procs``.
-    """
-    steps_per_epoch = max(1, -(-train_cards // (recipe.batch_size * world_size)))
-    epochs = min(MAX_AUTO_EPOCHS, max(recipe.epochs, -(-MIN_STEPS // steps_per_epoch)))
-    patience = recipe.patience if not recipe.patience else max(recipe.patience, epochs // 3)
-    return epochs, patience
-
-
-# ------------------------------------------------------------------------------------------
-# Distributed helpers (no-ops in a single process)
-# ------------------------------------------------------------------------------------------
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size) from the launcher's environment."""
-    return int(os.environ.get("PADDLE_TRAINER_ID", "0")), int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
-
-
-_PARALLEL_READY = False
-
-
-def init_distributed() -> tuple[int, int]:
-    """Initialise data-parallel training when started by ``paddle.distributed.launch``; return (rank, world)."""
-    global _PARALLEL_READY
-    rank, size = world()
-    if size > 1 and not _PARALLEL_READY:
-        paddle.distributed.init_parallel_env()
-        _PARALLEL_READY = True
-    if size > 1:
-        rank, size = paddle.distributed.get_rank(), paddle.distributed.get_world_size()
-    return rank, size
-
-
-def epoch_order(n: int, epoch: int, seed: int, rank: int = 0, size: int = 1) -> np.ndarray:
-    """The distributed sampler: a permutation from (seed, epoch), dealt round-robin to the ranks.
-
-    Every rank gets the same number of samples (the remainder is dropped), so all ranks run the same
-    number of steps, which data-parallel all-reduce needs.
-    """
-    perm = np.random.default_rng(np.random.SeedSequence((seed, 1000 + epoch))).permutation(n)
-    per_rank = n // size
-    return perm[rank::size][:per_rank]
-
-
-def _sync_buffers(layer: paddle.nn.Layer, size: int) -> None:
-    # BatchNorm running statistics are per process under DataParallel; rank 0's become everyone's so that
-    # all ranks evaluate, early-stop and checkpoint identically.
-    if size > 1:
-        for buf in layer.buffers():
-            paddle.distributed.broadcast(buf, src=0)
-
-
-# ------------------------------------------------------------------------------------------
-# Inputs
-# ------------------------------------------------------------------------------------------
-
-
-class Inputs:
-    """Model inputs of a :class:`CardSet`, after the network's parameter-free stem.
-
-    For ``cardnet`` the stem (2 x 2 average pool) is applied once to every card and kept; for the
-    notebook networks (no stem) batches are converted from the ``uint8`` cache on the fly.
-    """
-
-    def __init__(self, cs: CardSet, stem, batch: int = 256):
-        self.cs = cs
-        self.stem = stem
-        self.pre = None
-        if stem is not None:
-            chunks = []
-            with paddle.no_grad():
-                for s in range(0, len(cs), batch):
-                    x = paddle.to_tensor(cs.model_input(np.arange(s, min(s + batch, len(cs)))))
-                    chunks.append(stem(x).numpy())
-            self.pre = np.concatenate(chunks) if chunks else None
-
-    def batch(self, idx: np.ndarray, augment_rng: np.random.Generator | None = None, config=None,
-              series_rng: np.random.Generator | None = None) -> paddle.Tensor:
-        """Inputs of cards ``idx``; outline-jittered when ``augment_rng`` is given (``series_rng``: unused here)."""
-        if augment_rng is not None:
-            x = paddle.to_tensor(augmented_inputs(self.cs, idx, augment_rng, config))
-            if self.stem is not None:
-                with paddle.no_grad():
-                    x = self.stem(x)
-            return x
-        if self.pre is not None:
-            return paddle.to_tensor(self.pre[idx])
-        return paddle.to_tensor(self.cs.model_input(idx))
 
 
 # ------------------------------------------------------------------------------------------
@@ -217,7 +72,7 @@ def make_optimizer(recipe: Recipe, params, steps_per_epoch: int):
 def training_loss(out, y: paddle.Tensor, label_smoothing: float) -> tuple[paddle.Tensor, paddle.Tensor]:
     """(prediction logits, loss) from what a network returns in training mode.
 
-    Most networks return logits. A multi-head network (``training.series_models.DualBody`` with
+    Most networks return logits. A multi-head network (``training.dual_models.DualBody`` with
     per-trunk heads) returns ``(prediction, [heads…])`` in training mode: every head is trained on the
     labels (summed cross-entropies) and ``prediction`` is what the network answers with in eval mode,
     used for the training accuracy.
@@ -229,16 +84,15 @@ def training_loss(out, y: paddle.Tensor, label_smoothing: float) -> tuple[paddle
     return out, F.cross_entropy(out, y, label_smoothing=label_smoothing)
 
 
-def train_one_epoch(body, opt, sched, inputs: Inputs, labels: np.ndarray, order: np.ndarray, recipe: Recipe,
+def train_one_epoch(body, opt, sched, inputs: ModelInputs, labels: np.ndarray, order: np.ndarray, recipe: Recipe,
                     epoch: int, writer=None, progress: bool = True, log_every: int = 20,
-                    global_step: int = 0, preprocess_config=None) -> dict[str, float]:
+                    global_step: int = 0) -> dict[str, float]:
     """One pass over ``order`` (indices into ``inputs``). Returns loss, accuracy, samples/s, steps."""
     from tqdm import tqdm
 
     body.train()
+    # the epoch's augmentation draws: the inputs vary a batch only when made with augmentation on
     rng = np.random.default_rng(np.random.SeedSequence((recipe.seed, 2000 + epoch)))
-    aug_rng = rng if recipe.augment else None  # image inputs
-    series_rng = rng if recipe.series_augment else None  # series inputs (ignored by image-only inputs)
     n, bs = len(order), recipe.batch_size
     loss_sum, correct, seen = 0.0, 0, 0
     bar = tqdm(total=n, desc=f"epoch {epoch + 1}/{recipe.epochs}", unit="card", disable=not progress,
@@ -247,7 +101,7 @@ def train_one_epoch(body, opt, sched, inputs: Inputs, labels: np.ndarray, order:
     step = global_step
     for s in range(0, n, bs):
         idx = order[s:s + bs]
-        x = inputs.batch(idx, aug_rng, preprocess_config, series_rng=series_rng)
+        x = inputs.batch(idx, rng)
         y = paddle.to_tensor(labels[idx])
         logits, loss = training_loss(body(x), y, recipe.label_smoothing)
         loss.backward()
@@ -272,7 +126,7 @@ def train_one_epoch(body, opt, sched, inputs: Inputs, labels: np.ndarray, order:
             "seconds": elapsed, "steps": step - global_step, "lr": lr if seen else 0.0}
 
 
-def evaluate(body, inputs: Inputs, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
+def evaluate(body, inputs: ModelInputs, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
     """Holdout loss (plain cross-entropy), accuracy, probabilities and confusion matrix."""
     body.eval()
     probs = []
@@ -284,33 +138,6 @@ def evaluate(body, inputs: Inputs, labels: np.ndarray, idx: np.ndarray, batch_si
     acc, loss = accuracy_and_loss(probs, y)
     pred = probs.argmax(axis=1) if len(y) else np.zeros(0, np.int64)
     return {"loss": loss, "acc": acc, "probs": probs, "labels": y, "pred": pred, "confusion": confusion_matrix(y, pred)}
-
-
-def accuracy_and_loss(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of class probabilities ``[n, classes]``; NaNs for no cards."""
-    if not len(labels):
-        return float("nan"), float("nan")
-    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0))))
-    return float((probs.argmax(axis=1) == labels).mean()), loss
-
-
-def confusion_matrix(y: np.ndarray, pred: np.ndarray, n: int = len(CODES)) -> np.ndarray:
-    """Rows = true class, columns = predicted class."""
-    cm = np.zeros((n, n), np.int64)
-    np.add.at(cm, (np.asarray(y, np.int64), np.asarray(pred, np.int64)), 1)
-    return cm
-
-
-def per_class_report(cm: np.ndarray) -> dict[str, dict[str, float]]:
-    """Precision, recall, F1 and support per class from a confusion matrix."""
-    out = {}
-    for i, code in enumerate(CODES):
-        tp = cm[i, i]
-        p = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
-        r = tp / cm[i].sum() if cm[i].sum() else 0.0
-        out[code] = {"precision": round(float(p), 4), "recall": round(float(r), 4),
-                     "f1": round(float(2 * p * r / (p + r)) if p + r else 0.0, 4), "support": int(cm[i].sum())}
-    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -348,8 +175,6 @@ def load_checkpoint(ckpt_dir: Path, net, opt, sched) -> dict[str, Any]:
 
 def parameters_digest(net) -> str:
     """SHA-1 of all parameters and buffers, to check that data-parallel ranks hold the same network."""
-    import hashlib
-
     h = hashlib.sha1()
     for name, value in sorted(net.state_dict().items()):
         h.update(name.encode())
@@ -371,7 +196,7 @@ def save_params(path: Path, net) -> None:
 
 def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray, run_dir: Path, writer=None,
         resume: bool = False, progress: bool = True, rank: int = 0, size: int = 1, stop_after: int | None = None,
-        preprocess_config=None, series: np.ndarray | None = None) -> tuple[paddle.nn.Layer, dict[str, Any]]:
+        series: np.ndarray | None = None) -> tuple[paddle.nn.Layer, dict[str, Any]]:
     """Train ``recipe.model`` on ``cs[train_idx]``, evaluating on ``cs[test_idx]`` after every epoch.
 
     Args:
@@ -385,14 +210,10 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
         (the trained network with the best holdout weights, summary dict).
     """
     paddle.seed(recipe.seed)
-    if recipe.input == "image":
-        net = build_model(recipe.model)
-        stem, body = split_stem(net)
-        inputs = Inputs(cs, stem)
-    else:
-        from training.series_data import make_inputs
-
-        net, body, inputs = make_inputs(recipe.model, cs, series)
+    net = build_model(recipe.model)
+    stem, body = split_stem(net)  # the body trains on inputs kept after the parameter-free stem
+    inputs = make_inputs(network_kind(recipe.model), cs, series, stem, augment_image=recipe.augment,
+                         augment_series=recipe.series_augment)
     labels = cs.labels
     per_rank = len(train_idx) // size
     steps_per_epoch = -(-per_rank // recipe.batch_size)
@@ -420,9 +241,8 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
         paddle.seed(recipe.seed * 1000 + epoch)  # dropout masks of this epoch, reproducible on resume
         order = train_idx[epoch_order(len(train_idx), epoch, recipe.seed, rank, size)]
         tr = train_one_epoch(train_body, opt, sched, inputs, labels, order, recipe, epoch,
-                             writer=writer, progress=progress and rank == 0, global_step=state["global_step"],
-                             preprocess_config=preprocess_config)
-        _sync_buffers(body, size)
+                             writer=writer, progress=progress and rank == 0, global_step=state["global_step"])
+        sync_buffers(body, size)
         ev = evaluate(body, inputs, labels, test_idx)
         state["global_step"] += tr["steps"]
         state["train_seconds"] += tr["seconds"]

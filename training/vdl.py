@@ -166,7 +166,9 @@ def _graph_main(args: argparse.Namespace) -> int:
         return 2
     from paddle.static import InputSpec
 
-    from training.models import INPUT_SHAPE, WithSoftmax, build_model
+    from training.export import WithSoftmax
+    from training.image_models import INPUT_SHAPE
+    from training.models import build_model
 
     net = WithSoftmax(build_model(args.model))
     net.eval()
