@@ -76,7 +76,7 @@ def test_export_parity(trained, key, sim_dir, cache):
     """The exported model (Paddle Inference, fed by name) matches the dynamic-graph network."""
     import paddle
 
-    from serving.routing import SeriesPredictor
+    from serving.predictor import MultiInputPredictor
     from training.evaluate import Predictor as EvalPredictor
     from training.models import split_stem
     from training.series_models import build_series_model
@@ -97,7 +97,7 @@ def test_export_parity(trained, key, sim_dir, cache):
     feeds = {"series": series} if kind == "series" else {"image": image, "series": series}
     got = EvalPredictor(folder).run(feeds)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    served = SeriesPredictor(folder, device="cpu", batch_sizes=(1, 4)).predict(feeds)
+    served = MultiInputPredictor(folder, device="cpu", batch_sizes=(1, 4)).predict(feeds)
     np.testing.assert_allclose(served, want, atol=1e-5)
     assert split_stem(net)[0] is (net.stem if key == "dualnet" else None)
 
