@@ -28,12 +28,12 @@ def main() -> int:
     p.add_argument("--batch-sizes", default="1,64,256")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args()
-    from serving.routing import SeriesPredictor
+    from serving.predictor import MultiInputPredictor
     from shared.cards import write_card_csv
     from shared.series import preprocess_series_csv
 
     sizes = [int(s) for s in args.batch_sizes.split(",")]
-    pred = SeriesPredictor(args.model, device="cpu", cpu_threads=args.threads, batch_sizes=sorted({1, *sizes}))
+    pred = MultiInputPredictor(args.model, device="cpu", cpu_threads=args.threads, batch_sizes=sorted({1, *sizes}))
     rng = np.random.default_rng(0)
     x = rng.random((args.cards, *pred.input_shapes["series"])).astype(np.float32)
     print(f"model {args.model} ({pred.kind}), {args.threads} math thread(s), {args.cards} cards")

@@ -5,6 +5,10 @@
 gunicorn (without ``--preload``) calls :func:`create_app` in every worker after the fork, so each
 worker builds and warms its own Paddle predictor; nothing heavy happens at import time.
 
+The factory and the routes only: a request becomes cards in :mod:`serving.uploads`, a card is routed and
+prepared in :mod:`serving.routing` (through :class:`serving.model_set.ModelSet`), the routed model's
+predictor answers it (:meth:`serving.predictor.Predictor.predict_cards`) and :mod:`serving.answers` says it.
+
 Routes (blueprint ``api``):
     POST /classify         one card (multipart field ``file``, or a raw ``image/png`` / ``text/csv`` body)
     POST /classify/batch   several files (multipart) or one zip -> one result or error per card
@@ -23,24 +27,20 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
-import numpy as np
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
-from werkzeug.datastructures import FileStorage
-from werkzeug.exceptions import RequestEntityTooLarge
 
+from serving.answers import answer, input_images
 from serving.config import ServingConfig
-from serving.batch import card_payload, skipped_card_members
 from serving.errors import ApiError, register_error_handlers
 from serving.metrics import Metrics, Timer
-from serving.predictor import Predictor
-from serving.routing import ModelSet, SeriesPredictor, load_predictor
-from serving.uploads import ZIP_MAGIC, Upload, card_kind, is_zip, media_type, outline_png, png_data_url
+from serving.model_set import ModelSet
+from serving.predictor import Predictor, load_predictor
+from serving.routing import CardInput, UnusableCard
+from serving.uploads import iter_batch_cards, read_batch_uploads, read_single_card
 from shared.cards import CardError
-from shared.dataset_io import ArchiveError, iter_cards
-from shared.preprocess import to_grey_png
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,12 @@ bp = Blueprint("api", __name__)
 
 
 class ServiceState:
-    """What one worker holds: configuration, the predictor and the metrics."""
+    """What one worker holds: configuration, the models and the metrics."""
 
-    def __init__(self, config: ServingConfig, predictor: Predictor, metrics: Metrics,
-                 models: ModelSet | None = None) -> None:
+    def __init__(self, config: ServingConfig, models: ModelSet, metrics: Metrics) -> None:
         self.config = config
-        self.models = models or ModelSet([predictor])
-        self.predictor = self.models.primary  # labels, /readyz; the routed model answers each card
+        self.models = models
+        self.predictor = models.primary  # labels, /readyz; the routed model answers each card
         self.metrics = metrics
         self.started = time.time()
 
@@ -75,7 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         config: optional overrides. ``SERVING`` (a :class:`ServingConfig`; default: from the
             environment), ``PREDICTOR`` (an already built :class:`Predictor`, e.g. shared by tests),
             ``EXTRA_PREDICTORS`` (built series/dual predictors), plus any Flask setting. Without them the
-            model of ``model_dir`` and those of ``extra_model_dirs`` are loaded (:mod:`serving.routing`).
+            model of ``model_dir`` and those of ``extra_model_dirs`` are loaded (:mod:`serving.model_set`).
 
     Raises:
         serving.predictor.StartupError: the model folder cannot be served (the worker then exits).
@@ -116,7 +115,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # 供液不足, not \u4f9b...
     app.json.sort_keys = False
     metrics = Metrics()
-    app.extensions[EXTENSION] = ServiceState(serving, predictor, metrics, models)
+    app.extensions[EXTENSION] = ServiceState(serving, models, metrics)
     register_error_handlers(app, on_error=lambda code: metrics.errors.labels(kind=code).inc())
     app.register_blueprint(bp)
     log.info("CardSense worker %d serving %s on %s", os.getpid(),
@@ -171,139 +170,12 @@ def _flag_arg(name: str) -> bool:
     return request.args.get(name, "").lower() in ("1", "true", "yes", "on")
 
 
-def _read_file(storage: FileStorage) -> Upload:
-    return Upload(storage.filename or "", storage.mimetype or "", storage.read())
-
-
-def _body_type() -> str:
-    """The request's media type; a form-urlencoded body (what ``curl --data-binary`` sends without
-    ``-H Content-Type``) cannot carry a file, so it is taken as an undeclared raw body and sniffed."""
-    ctype = media_type(request.content_type)
-    return "" if ctype == "application/x-www-form-urlencoded" else ctype
-
-
-def _raw_body() -> bytes:
-    """The request body, refusing one over the route's limit also when it is sent chunked.
-
-    werkzeug stops reading a chunked body (no Content-Length) at ``max_content_length`` and
-    returns what it has; a body that fills the limit exactly is taken as one that went past it.
-    """
-    data = request.get_data(cache=False)
-    limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(data) >= limit:
-        raise RequestEntityTooLarge()
-    return data
-
-
-def _single_upload() -> Upload:
-    """The one card of a /classify request, from the multipart field ``file`` or the raw body."""
-    ctype = _body_type()
-    if ctype == "multipart/form-data":
-        files = request.files.getlist("file")
-        if not files:
-            others = sorted(request.files.keys())
-            hint = f" (got field(s) {', '.join(others)})" if others else ""
-            raise ApiError(400, "missing_file", f"no multipart field 'file' with a card{hint}")
-        if len(files) > 1:
-            raise ApiError(400, "too_many_files", "send one card to /classify; use /classify/batch for several")
-        upload = _read_file(files[0])
-        if not upload.data:
-            raise ApiError(400, "empty_file", "the field 'file' holds an empty file")
-        return upload
-    data = _raw_body()
-    if not data:
-        raise ApiError(
-            400, "missing_file",
-            "no card in the request: send multipart field 'file', or the card as the body with "
-            "Content-Type image/png or text/csv",
-        )
-    return Upload("", ctype, data)
-
-
-def _batch_uploads() -> list[Upload]:
-    """All files of a /classify/batch request (multipart, any field name) or its raw body."""
-    ctype = _body_type()
-    if ctype == "multipart/form-data":
-        uploads = [_read_file(f) for _, f in request.files.items(multi=True)]
-        if not uploads:
-            raise ApiError(400, "missing_file", "no files in the request: send one or more cards or a zip (multipart)")
-        return uploads
-    data = _raw_body()
-    if not data:
-        raise ApiError(400, "missing_file", "empty request: send cards as multipart files or one zip as the body")
-    return [Upload("", ctype, data)]
-
-
-def _series_upload(file_kind: str) -> Upload | None:
-    """The optional multipart field ``series``: the CSV of the same card as the PNG in ``file``.
-
-    Raises:
-        ApiError: 400 for two ``series`` files, an empty one, or ``file`` not being a PNG; 415 if it is no CSV.
-    """
-    if _body_type() != "multipart/form-data":
-        return None
-    files = request.files.getlist("series")
-    if not files:
-        return None
-    if len(files) > 1:
-        raise ApiError(400, "too_many_files", "send one 'series' CSV with the card's PNG")
-    series = _read_file(files[0])
-    if not series.data:
-        raise ApiError(400, "empty_file", "the field 'series' holds an empty file")
-    if card_kind(series) != "csv":
-        raise ApiError(415, "unsupported_media_type", "the field 'series' takes the card's CSV (position/load)")
-    if file_kind != "png":
-        raise ApiError(400, "invalid_parameter", "with a 'series' CSV, the field 'file' must be the card's PNG")
-    return series
-
-
-def _route(png: bytes | None, csv: bytes | None):
-    """(predictor, input kind) for a card (serving.routing); 422 when no loaded model reads it."""
-    try:
-        return state().models.route(png, csv)
-    except CardError as exc:
-        raise ApiError(422, "invalid_card", str(exc)) from None
-
-
-def _prepare_series(predictor: SeriesPredictor, png: bytes | None, csv: bytes | None,
-                    include_input: bool) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Card files -> series/dual model inputs, plus the outline (and the image input of a dual model) when asked.
-
-    Raises:
-        ApiError: 422 for a file that is not a usable card.
-    """
-    try:
-        x = predictor.prepare_pair(png, csv)
-        extra = {}
-        if include_input:
-            extra["card_png"] = png_data_url(outline_png(predictor.card_outline(png, "png") if png is not None
-                                                         else predictor.card_outline(csv, "csv")))
-            if "image" in x:
-                extra["input_png"] = png_data_url(to_grey_png(x["image"]))
-    except CardError as exc:
-        raise ApiError(422, "invalid_card", f"not a usable card for the {predictor.kind} model: {exc}") from None
-    return x, extra
-
-
-def _prepare(data: bytes, kind: str, include_input: bool,
-             predictor: Predictor | None = None) -> tuple[np.ndarray, dict[str, str]]:
-    """Card bytes -> model input (the model's shared preprocessing), plus display images when asked.
-
-    Raises:
-        ApiError: 422 for a file that is not a usable card.
-    """
-    predictor = predictor or state().predictor
-    try:
-        x = predictor.prepare(data, kind)
-        extra = {}
-        if include_input:
-            extra = {
-                "card_png": png_data_url(outline_png(predictor.card_outline(data, kind))),
-                "input_png": png_data_url(to_grey_png(x)),
-            }
-    except CardError as exc:
-        raise ApiError(422, "invalid_card", f"not a usable {kind.upper()} card: {exc}") from None
-    return x, extra
+def _card_error(exc: CardError) -> ApiError:
+    """422 ``invalid_card`` for a card no loaded model reads, or that the model it goes to cannot read."""
+    if isinstance(exc, UnusableCard):
+        what = f"{exc.used.upper()} card" if exc.kind == "image" else f"card for the {exc.kind} model"
+        return ApiError(422, "invalid_card", f"not a usable {what}: {exc}")
+    return ApiError(422, "invalid_card", str(exc))
 
 
 def _ms(seconds: float) -> float:
@@ -372,112 +244,25 @@ def classify():
     request.max_content_length = int(st.config.max_upload_mb * MiB)
     top_k = min(_int_arg("top_k", 0, 0, 10_000), len(st.predictor.codes))
     include_input = _flag_arg("include_input")
-    upload = _single_upload()
-    if is_zip(upload) and upload.data.startswith(ZIP_MAGIC):
-        raise ApiError(415, "unsupported_media_type", "the upload is a zip archive; send zips to /classify/batch")
-    kind = card_kind(upload)
-    series = _series_upload(kind)
-    png = upload.data if kind == "png" else None
-    csv = series.data if series is not None else (upload.data if kind == "csv" else None)
-    predictor, used = _route(png, csv)
-    if isinstance(predictor, SeriesPredictor):
-        x, extra = _prepare_series(predictor, png, csv, include_input)
-    else:
-        x, extra = _prepare(upload.data, kind, include_input, predictor)
+    card = read_single_card(request)
+    try:
+        predictor, used, x = st.models.prepare(card.png, card.csv)
+    except CardError as exc:
+        raise _card_error(exc) from None
+    try:
+        extra = input_images(card.png, card.csv, x) if include_input else {}
+    except CardError as exc:  # the outline of a file the model did not read (a PNG sent to a series model)
+        raise _card_error(UnusableCard(predictor.kind, used, exc)) from None
     with Timer() as t:
-        probs = predictor.predict(ModelSet.stack([x]))[0]
+        probs = predictor.predict_cards([x])[0]
     st.metrics.inference.observe(t.seconds)
-    body = predictor.result(probs, top_k)
+    body = answer(predictor, probs, top_k)
     st.metrics.predictions.labels(label=body["label"]).inc()
-    body["model"] = predictor.model_id
-    body["input"] = {"kind": used, **({"filename": upload.filename} if upload.filename else {}),
-                     **({"series_filename": series.filename} if series is not None and series.filename else {})}
+    body["input"] = {"kind": used, **({"filename": card.filename} if card.filename else {}),
+                     **({"series_filename": card.series_filename} if card.series_filename else {})}
     body.update(extra)
     body["elapsed_ms"] = _ms(time.perf_counter() - started)
     return jsonify(body)
-
-
-def _iter_batch_cards(uploads: list[Upload], limit: int, pair_files: bool = False
-                      ) -> Iterator[tuple[str, str, bytes | None, bytes | None, dict | None]]:
-    """Yield ``(id, file, png, csv, error)`` for every card of a batch request.
-
-    Zips are read in memory with the shared safe reader (``shared.dataset_io``), which pairs
-    ``<id>.png`` with ``<id>.csv``; refused card members come out as errors. Loose files are one card
-    each, except that with ``pair_files`` (a dual model is loaded) a PNG and a CSV of the same name
-    are one card.
-
-    Raises:
-        ApiError: 413 past ``limit`` cards, 422 for a zip that cannot be opened at all.
-    """
-    count = 0
-
-    def bump(n: int = 1) -> None:
-        nonlocal count
-        count += n
-        if count > limit:
-            raise ApiError(413, "too_many_cards", f"a batch holds at most {limit} cards; split the upload")
-
-    loose: list[tuple[Upload, str | None, dict | None]] = []
-    for upload in uploads:
-        if is_zip(upload):
-            continue
-        if not upload.data:
-            loose.append((upload, None, {"code": "empty_file", "message": "the file is empty"}))
-            continue
-        try:
-            loose.append((upload, card_kind(upload), None))
-        except ApiError as exc:
-            loose.append((upload, None, exc.to_dict()))
-    partner: dict[int, int] = {}
-    if pair_files:
-        by_stem: dict[str, dict[str, int]] = {}
-        for i, (upload, kind, error) in enumerate(loose):
-            if error is None and upload.stem:
-                by_stem.setdefault(upload.stem, {}).setdefault(kind, i)
-        for kinds in by_stem.values():
-            if "png" in kinds and "csv" in kinds:
-                partner[kinds["png"]] = kinds["csv"]
-                partner[kinds["csv"]] = kinds["png"]
-
-    done: set[int] = set()
-    loose_index = {id(u): i for i, (u, _, _) in enumerate(loose)}
-    for upload in uploads:
-        if not is_zip(upload):
-            i = loose_index[id(upload)]
-            if i in done:
-                continue
-            _, kind, error = loose[i]
-            bump()
-            if error is not None:
-                yield upload.stem, upload.filename, None, None, error
-            elif i in partner:
-                j = partner[i]
-                done.add(j)
-                png, csv = (loose[i][0], loose[j][0]) if kind == "png" else (loose[j][0], loose[i][0])
-                yield png.stem, png.filename, png.data, csv.data, None
-            else:
-                yield upload.stem, upload.filename, (upload.data if kind == "png" else None), \
-                    (upload.data if kind == "csv" else None), None
-            continue
-        try:
-            source = iter_cards(upload.data)
-        except ArchiveError as exc:
-            name = f" {upload.filename}" if upload.filename else ""
-            raise ApiError(422, "invalid_zip", f"cannot read the zip{name}: {exc}") from None
-        with source:
-            bump(len(source))
-            seen = set()
-            for card in source:
-                seen.add((card.folder, card.id))
-                try:
-                    card_payload(card)  # the card has a readable file at all (else: why not)
-                except CardError as exc:
-                    yield card.id, card.name, None, None, {"code": "invalid_card", "message": str(exc)}
-                    continue
-                yield card.id, card.name, card.png, card.csv, None
-            for card_id, name, reason in skipped_card_members(source, seen):
-                bump()
-                yield card_id, name, None, None, {"code": "skipped_member", "message": f"{name}: {reason}"}
 
 
 @bp.post("/classify/batch")
@@ -488,10 +273,10 @@ def classify_batch():
     st = state()
     request.max_content_length = int(st.config.max_batch_upload_mb * MiB)
     top_k = min(_int_arg("top_k", 0, 0, 10_000), len(st.predictor.codes))
-    uploads = _batch_uploads()
+    uploads = read_batch_uploads(request)
     results: list[dict[str, Any]] = []
     # One queue per model kind: each card goes to the model that reads it (serving.routing).
-    pending: dict[str, list[tuple[int, Any]]] = {}
+    pending: dict[str, list[tuple[int, CardInput]]] = {}
 
     def flush(kind: str) -> None:
         items = pending.pop(kind, [])
@@ -499,31 +284,29 @@ def classify_batch():
             return
         predictor = st.models.get(kind)
         with Timer() as t:
-            probs = predictor.predict(ModelSet.stack([x for _, x in items]))
+            probs = predictor.predict_cards([x for _, x in items])
         st.metrics.inference.observe(t.seconds)
         for (index, _), row in zip(items, probs):
-            body = predictor.result(row, top_k)
+            body = answer(predictor, row, top_k)
             st.metrics.predictions.labels(label=body["label"]).inc()
             results[index].update(body)
-            results[index]["model"] = predictor.model_id
 
-    cards = _iter_batch_cards(uploads, st.config.max_batch_cards, pair_files=st.models.get("dual") is not None)
+    cards = iter_batch_cards(uploads, st.config.max_batch_cards, pair_files=st.models.get("dual") is not None)
     for card_id, filename, png, csv, error in cards:
         entry: dict[str, Any] = {"id": card_id, "file": filename}
         results.append(entry)
         if error is None:
             try:
-                predictor, used = _route(png, csv)
+                predictor, used, x = st.models.prepare(png, csv)
+            except CardError as exc:
+                if isinstance(exc, UnusableCard):
+                    entry["kind"] = exc.used
+                error = _card_error(exc).to_dict()
+            else:
                 entry["kind"] = used
-                if isinstance(predictor, SeriesPredictor):
-                    x, _ = _prepare_series(predictor, png, csv, include_input=False)
-                else:
-                    x, _ = _prepare(png if used == "png" else csv, used, False, predictor)
                 pending.setdefault(predictor.kind, []).append((len(results) - 1, x))
                 if len(pending[predictor.kind]) >= predictor.max_batch:
                     flush(predictor.kind)
-            except ApiError as exc:
-                error = exc.to_dict()
         if error is not None:
             entry["error"] = error
             st.metrics.errors.labels(kind=error["code"]).inc()

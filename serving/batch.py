@@ -7,13 +7,13 @@ with the shared safe reader (``shared.dataset_io``). One row per card::
 
     id,label,name,confidence,A01,...,A12,error
 
-``id`` is the file stem. Each card is routed as in the service (:func:`route_kind`): with a dual
-model loaded a PNG + CSV pair goes to it, with a series model a lone CSV goes to it, else the image
-model reads the PNG (or the CSV, rendered). A card that cannot be read gets an ``error`` and empty
-prediction columns; it never stops the run. The CSV is written atomically. At the end a summary
-(cards per label and per model, errors, and accuracy when INPUT is labelled) is printed. The models,
-preprocessing and batching are those of the web service, so both give the same probabilities for
-the same card.
+``id`` is the file stem. Each card is routed and prepared as in the service (:mod:`serving.routing`):
+with a dual model loaded a PNG + CSV pair goes to it, with a series model a lone CSV goes to it, else
+the image model reads the PNG (or the CSV, rendered). A card that cannot be read gets an ``error`` and
+empty prediction columns; it never stops the run. The CSV is written atomically; its rows are the
+service's answers (:mod:`serving.answers`). At the end a summary (cards per label and per model, errors,
+and accuracy when INPUT is labelled) is printed. The models, preprocessing and batching are those of the
+web service, so both give the same probabilities for the same card.
 
 One pipeline (:func:`score_cards`) serves one model or several: worker processes do all the per-card
 work of a chunk (routing, PNG decode + fill, series preprocessing) while this process runs the
@@ -32,50 +32,17 @@ import time
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
+from serving.answers import answer, csv_header, csv_row
+from serving.routing import Prepared, Router, card_files, skipped_card_members
 from shared.atomic import atomic_output_file
 from shared.cards import CardError
-from shared.dataset_io import CARD_SUFFIXES, ArchiveError, CardFile, CardSource, iter_cards
-from shared.preprocess import PreprocessConfig, filled_card_bytes, to_model_input
-from shared.series import SeriesConfig, preprocess_series_csv
+from shared.dataset_io import ArchiveError, CardFile, CardSource, iter_cards
 
 log = logging.getLogger(__name__)
-
-PROB_FORMAT = ".8f"
-
-
-def card_payload(card: CardFile) -> tuple[str, bytes]:
-    """Which file of a card is scored: ``("png", bytes)`` if it has a PNG, else ``("csv", bytes)``.
-
-    Raises:
-        CardError: the card has neither file readable (the message says why).
-    """
-    if card.png is not None:
-        return "png", card.png
-    if card.csv is not None:
-        return "csv", card.csv
-    reason = "; ".join(card.errors) or "no PNG or CSV file"
-    raise CardError(f"card {card.id} cannot be read: {reason}")
-
-
-def skipped_card_members(source: CardSource, seen_ids: set[tuple[str, str]]) -> list[tuple[str, str, str]]:
-    """Members the safe reader refused that look like card files: ``(id, name, reason)``.
-
-    They are cards that could not be read (too big, encrypted, unsafe name, ...) and are reported as
-    error rows; other refused members (a README, a nested zip) go to the summary only.
-    """
-    out = []
-    for problem in source.problems:
-        pure = PurePosixPath(problem.name.replace("\\", "/"))
-        if pure.suffix.lower() in CARD_SUFFIXES:
-            folder = pure.parent.name
-            if (folder, pure.stem) not in seen_ids:
-                out.append((pure.stem, problem.name, problem.reason))
-    return out
 
 
 @dataclass
@@ -97,106 +64,32 @@ def _init_worker() -> None:
     cv2.setNumThreads(0)  # one process per core already; cv2's own pool would only compete
 
 
-def route_kind(kinds: Sequence[str], has_png: bool, has_csv: bool) -> tuple[str, str]:
-    """The routing rule: which loaded model kind answers a card with these files, and what it reads.
-
-    ``kinds`` are the loaded model kinds (in load order, for the message). Returns ``(kind, input)``
-    with input ``png``, ``csv`` or ``pair``: PNG + CSV -> dual if loaded, else the image model on the
-    PNG; a lone CSV -> series if loaded, else the image model (the CSV is rendered); a PNG -> image.
-    Pure and Paddle-free, so the batch scorer's worker processes route with the very rule the service
-    uses (:meth:`serving.routing.ModelSet.route`).
-
-    Raises:
-        CardError: no loaded model can read what arrived (e.g. a PNG with only a series model).
-    """
-    if has_png and has_csv and "dual" in kinds:
-        return "dual", "pair"
-    if not has_png and has_csv and "series" in kinds:
-        return "series", "csv"
-    if "image" in kinds:
-        return "image", "png" if has_png else "csv"
-    if has_csv and "series" in kinds:
-        return "series", "csv"
-    raise CardError(f"no loaded model reads this card ({'PNG' if has_png else 'nothing'} without CSV); "
-                    f"loaded: {', '.join(kinds)}")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a worker process needs to prepare cards for the loaded models: their kinds and preprocessing.
-
-    Configs only (no predictor, no Paddle), so it pickles to ``spawn`` workers in a few bytes.
-    """
-
-    kinds: tuple[str, ...]  # loaded model kinds, in load order
-    image: PreprocessConfig | None = None  # the image model's
-    series: SeriesConfig | None = None  # the series model's
-    dual: tuple[PreprocessConfig, SeriesConfig] | None = None  # the dual model's image and series parts
-
-    @classmethod
-    def for_models(cls, by_kind: dict) -> "Plan":
-        """The plan for loaded predictors ``{kind: predictor}`` (:attr:`serving.routing.ModelSet.by_kind`)."""
-        image, series, dual = by_kind.get("image"), by_kind.get("series"), by_kind.get("dual")
-        return cls(
-            kinds=tuple(by_kind),
-            image=image.preprocess if image is not None else None,
-            series=series.series_preprocess if series is not None else None,
-            dual=(dual.image_preprocess, dual.series_preprocess) if dual is not None else None,
-        )
-
-
-# A prepared card: (model kind, input kind, input, "") or (None, "", None, error). The input is small and
-# picklable: the filled card uint8 [H, W] (image), float32 [C, L] (series) or both as a tuple (dual).
-Prepared = tuple[str | None, str, Any, str]
-
-
-def _prepare_card(plan: Plan, png: bytes | None, csv: bytes | None) -> Prepared:
-    kind, used = route_kind(plan.kinds, png is not None, csv is not None)
-    if kind == "image":
-        return kind, used, filled_card_bytes(png if used == "png" else csv, used, plan.image), ""
-    if kind == "series":
-        return kind, used, preprocess_series_csv(csv, plan.series), ""
-    image_config, series_config = plan.dual
-    filled = filled_card_bytes(png, "png", image_config)  # the image first: its error is the one reported
-    return kind, used, (filled, preprocess_series_csv(csv, series_config)), ""
-
-
-def _prepare_chunk(plan: Plan, items: list[tuple[bytes | None, bytes | None] | str]) -> list[Prepared]:
+def _prepare_chunk(router: Router, items: list[tuple[bytes | None, bytes | None] | str]) -> list[Prepared | str]:
     """Worker: all the per-card CPU work of one chunk -- route, decode, fill, series -- errors as strings.
 
     ``items`` are ``(png, csv)`` byte pairs (either may be None) or, for a card already known to be
-    unreadable, its error message.
+    unreadable, its error message. Each card comes back as its :class:`serving.routing.Prepared` (small and
+    picklable) or its error message.
     """
-    out: list[Prepared] = []
+    out: list[Prepared | str] = []
     for item in items:
         if isinstance(item, str):
-            out.append((None, "", None, item))
+            out.append(item)
             continue
         try:
-            out.append(_prepare_card(plan, *item))
+            out.append(router.prepare(*item))
         except CardError as exc:
-            out.append((None, "", None, str(exc)))
+            out.append(str(exc))
         except Exception as exc:  # noqa: BLE001 - a card that breaks the decoder is that card's error row
-            out.append((None, "", None, f"cannot read the card: {type(exc).__name__}: {exc}"))
+            out.append(f"cannot read the card: {type(exc).__name__}: {exc}")
     return out
 
 
 def _card_item(card: CardFile) -> tuple[bytes | None, bytes | None] | str:
-    if card.png is None and card.csv is None:
-        try:
-            card_payload(card)
-        except CardError as exc:
-            return str(exc)
-    return card.png, card.csv
-
-
-def _stack(kind: str, inputs: list[Any]) -> np.ndarray | dict[str, np.ndarray]:
-    """Per-card inputs of one model kind -> its batch (uint8 filled cards are scaled here)."""
-    if kind == "image":
-        return np.stack([to_model_input(f) for f in inputs])
-    if kind == "series":
-        return {"series": np.stack(inputs)}
-    return {"series": np.stack([s for _, s in inputs]), "image": np.stack([to_model_input(f) for f, _ in inputs])}
+    try:
+        return card_files(card)
+    except CardError as exc:
+        return str(exc)
 
 
 def make_pool(workers: int) -> ProcessPoolExecutor | None:
@@ -221,15 +114,16 @@ def score_cards(
     """Yield one :class:`Row` per card of ``source``, in the source's order, each from the model that reads it.
 
     The one batch-scoring pipeline, for one model or several. Cards are read here (the safe reader)
-    in chunks of ``batch_size``; ``workers`` processes do all the per-card work of a chunk (route it
-    as the service does -- :func:`route_kind` --, decode and fill the PNG or rendered CSV, preprocess
-    the series) and return small arrays; here each chunk's inputs are stacked per model kind and
-    predicted. The network runs on one chunk while the workers prepare the next ones, so decoding --
-    the slow part -- overlaps inference and every worker is busy. At most ``2 * workers + 2`` chunks are
+    in chunks of ``batch_size``; ``workers`` processes do all the per-card work of a chunk (route and
+    prepare it as the service does -- :meth:`serving.routing.Router.prepare` --: decode and fill the PNG
+    or rendered CSV, preprocess the series) and return small arrays; here each chunk's inputs are
+    predicted per model kind (:meth:`serving.predictor.Predictor.predict_cards`). The network runs on
+    one chunk while the workers prepare the next ones, so decoding -- the slow part -- overlaps
+    inference and every worker is busy. At most ``2 * workers + 2`` chunks are
     in flight, so memory does not grow with the number of cards.
 
     Args:
-        models: a :class:`serving.routing.ModelSet` (anything with ``by_kind``), or one predictor.
+        models: a :class:`serving.model_set.ModelSet` (anything with ``by_kind``), or one predictor.
         source: an opened :class:`shared.dataset_io.CardSource`.
         batch_size: cards per chunk (and at most per predictor call).
         progress: optional tqdm bar, advanced once per card.
@@ -239,7 +133,7 @@ def score_cards(
         pool: an executor from :func:`make_pool` to use instead of starting one here.
     """
     by_kind = getattr(models, "by_kind", None) or {models.kind: models}
-    plan = Plan.for_models(by_kind)
+    router = Router(tuple(p.inputs for p in by_kind.values()))
     seen: set[tuple[str, str]] = set()
     own_pool = pool is None and workers > 1
     if own_pool:
@@ -250,21 +144,21 @@ def score_cards(
     def submit(chunk: list[CardFile]) -> None:
         rows = [Row(card.id, card.name, card.label) for card in chunk]
         items = [_card_item(card) for card in chunk]
-        job = pool.submit(_prepare_chunk, plan, items) if pool is not None else _prepare_chunk(plan, items)
+        job = pool.submit(_prepare_chunk, router, items) if pool is not None else _prepare_chunk(router, items)
         in_flight.append((rows, job))
 
     def finish() -> list[Row]:
         rows, job = in_flight.popleft()
         prepared = job.result() if pool is not None else job
         batches: dict[str, list[tuple[Row, Any]]] = {}
-        for row, (kind, used, x, error) in zip(rows, prepared):
-            if kind is None:
-                row.error = error
+        for row, card in zip(rows, prepared):
+            if isinstance(card, str):
+                row.error = card
             else:
-                row.input_kind = used
-                batches.setdefault(kind, []).append((row, x))
+                row.input_kind = card.used
+                batches.setdefault(card.kind, []).append((row, card.input))
         for kind, items in batches.items():
-            probs = by_kind[kind].predict(_stack(kind, [x for _, x in items]))
+            probs = by_kind[kind].predict_cards([x for _, x in items])
             for (row, _), p in zip(items, probs):
                 row.probs, row.model_kind = p, kind
         if progress is not None:
@@ -294,33 +188,21 @@ def score_cards(
         yield Row(card_id, name, None, error=f"{name}: skipped: {reason}")
 
 
-def score_source(predictor, source: CardSource, batch_size: int, progress=None, report_skipped: bool = True,
-                 workers: int = 1, pool: ProcessPoolExecutor | None = None) -> Iterator[Row]:
-    """:func:`score_cards` with one predictor (every card to it: the PNG, else the CSV rendered)."""
-    return score_cards(predictor, source, batch_size, progress, report_skipped, workers, pool)
-
-
-def _write_rows(writer, predictor, rows: Iterator[Row], summary: Counter, truth: Counter,
-                answered: Counter | None = None) -> None:
-    codes = predictor.codes
-    names = {x["code"]: x["name"] for x in predictor.labels}
+def _write_rows(writer, models, rows: Iterator[Row], summary: Counter, truth: Counter, answered: Counter) -> None:
+    codes = models.primary.codes
     for row in rows:
         if row.probs is None:
-            writer.writerow([row.id, "", "", "", *([""] * len(codes)), row.error])
+            writer.writerow(csv_row(row.id, codes, None, row.error))
             summary["<error>"] += 1
             continue
-        if answered is not None:
-            answered[row.model_kind] += 1
-        best = int(np.argmax(row.probs))
-        label = codes[best]
+        answered[row.model_kind] += 1
+        card_answer = answer(models.by_kind[row.model_kind], row.probs)
+        label = card_answer["label"]
         summary[label] += 1
         if row.true_label is not None:
             truth["labelled"] += 1
             truth["correct"] += int(label == row.true_label)
-        writer.writerow(
-            [row.id, label, names[label], format(float(row.probs[best]), PROB_FORMAT),
-             *(format(float(p), PROB_FORMAT) for p in row.probs), ""]
-        )
+        writer.writerow(csv_row(row.id, codes, card_answer))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -392,8 +274,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
     from serving.config import DEFAULT_MODEL_DIR, extra_model_dirs  # noqa: PLC0415
-    from serving.predictor import StartupError  # noqa: PLC0415 - heavy (Paddle)
-    from serving.routing import ModelSet  # noqa: PLC0415
+    # Heavy (Paddle): imported once the worker processes are starting, never in them (they import this module).
+    from serving.model_set import ModelSet  # noqa: PLC0415
+    from serving.predictor import StartupError  # noqa: PLC0415
 
     # With worker processes filling cards, one math thread leaves the other core(s) to them.
     cpu_threads = args.cpu_threads or (1 if pool is not None else os.cpu_count() or 1)
@@ -419,11 +302,11 @@ def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
     with source, tqdm(total=len(source), unit="card", disable=args.no_progress, dynamic_ncols=True) as bar:
         with atomic_output_file(args.out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["id", "label", "name", "confidence", *predictor.codes, "error"])
+            writer.writerow(csv_header(predictor.codes))
             # One pipeline for one model or several: each card goes to the model that reads it.
             rows = score_cards(models, source, args.batch_size, bar, report_skipped=last_shard,
                                workers=args.workers, pool=pool)
-            _write_rows(writer, predictor, rows, summary, truth, answered)
+            _write_rows(writer, models, rows, summary, truth, answered)
     elapsed = time.perf_counter() - started
 
     total = sum(summary.values())

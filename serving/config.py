@@ -70,7 +70,7 @@ class ServingConfig:
     """Resolved settings of one service process. See :func:`from_env` for the variable names."""
 
     model_dir: Path = DEFAULT_MODEL_DIR
-    extra_model_dirs: tuple[Path, ...] = ()  # series / dual models served beside model_dir (serving.routing)
+    extra_model_dirs: tuple[Path, ...] = ()  # series / dual models served beside model_dir (serving.model_set)
     device: str = "auto"
     gpu_id: int = 0
     gpu_mem_mb: int = 256

@@ -17,7 +17,7 @@ import time
 from http.client import HTTPConnection, HTTPException
 from urllib.parse import urlsplit
 
-from serving.batch import card_payload
+from serving.routing import card_files
 from shared.cards import CardError
 from shared.dataset_io import ArchiveError, iter_cards
 
@@ -28,10 +28,10 @@ def load_cards(source: str, limit: int = 500) -> list[tuple[bytes, str]]:
     with iter_cards(source) as src:
         for card in src:
             try:
-                kind, data = card_payload(card)
+                png, csv = card_files(card)
             except CardError:
                 continue
-            cards.append((data, "image/png" if kind == "png" else "text/csv"))
+            cards.append((png, "image/png") if png is not None else (csv, "text/csv"))
             if len(cards) >= limit:
                 break
     return cards

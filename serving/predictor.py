@@ -1,4 +1,13 @@
-"""Paddle Inference predictor for an exported CardSense model folder.
+"""Every Paddle Inference predictor of the service: one base and the multi-input subclass beside it.
+
+* :class:`Predictor` -- the base, and the predictor of an ``image`` model (one input, the filled card);
+* :class:`MultiInputPredictor` -- ``series`` and ``dual`` models, whose inputs ``meta.json`` names;
+* :func:`load_predictor` -- the right one for a model folder's ``kind``.
+
+Both take the same batches, ``{input name: float32 [N, ...]}`` (:data:`serving.routing.Batch`), or the
+per-card inputs of :mod:`serving.routing` (:meth:`Predictor.predict_cards`, the one per-kind call the
+HTTP app and the batch scorer make). What a kind reads and how a card becomes it is
+:class:`serving.routing.ModelInputs`, which each predictor builds from its ``meta.json`` (:attr:`Predictor.inputs`).
 
 The folder describes itself (``meta.json``: labels, input shape, preprocessing); nothing about the
 model is hard-coded here. Construction validates everything and warms up every batch shape, so a
@@ -24,19 +33,18 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import paddle
 from paddle import inference
 
-from shared.cards import CardError, decode_card_png, read_card_csv
+from serving.routing import Batch, CardInput, ModelInputs, stack_inputs
 from shared.meta import ModelFolderError, load_meta, model_files
-from shared.preprocess import PreprocessConfig, card_ink, preprocess_csv, preprocess_png
+from shared.preprocess import PreprocessConfig
+from shared.series import SeriesConfig
 
 log = logging.getLogger(__name__)
-
-CARD_KINDS = ("png", "csv")
 
 
 class StartupError(RuntimeError):
@@ -97,7 +105,12 @@ def resolve_device(requested: str, gpu_id: int = 0) -> tuple[str, str]:
 
 
 class Predictor:
-    """A warmed-up, thread-safe Paddle Inference predictor for one model folder.
+    """A warmed-up, thread-safe Paddle Inference predictor for one model folder: the base of the family.
+
+    It serves an ``image`` model itself (one input, the filled card ``[N, 1, H, W]``, fed to the network's
+    only input); :class:`MultiInputPredictor` serves the kinds whose inputs ``meta.json`` names. Every
+    predictor takes batches ``{input name: float32 [N, ...]}`` (:meth:`predict`) or per-card inputs
+    (:meth:`predict_cards`), and describes what it reads in :attr:`inputs`.
 
     Args:
         model_dir: exported model folder (``inference.json``, ``inference.pdiparams``, ``meta.json``).
@@ -160,7 +173,7 @@ class Predictor:
             first = inference.create_predictor(config)
         except Exception as exc:  # Paddle raises plain RuntimeError/ValueError subclasses from C++
             raise StartupError(f"{self.model_dir}: Paddle cannot load the network: {exc}") from exc
-        self._input_name = first.get_input_names()[0]
+        self._network_inputs = self._bind_network_inputs(first.get_input_names())
         self._output_name = first.get_output_names()[0]
         clones = [first] + [first.clone() for _ in range(max(1, pool_size) - 1)]
         self._pool: queue.Queue = queue.Queue()
@@ -176,18 +189,24 @@ class Predictor:
             self.startup_seconds,
         )
 
-    # ---------------------------------------------------------------------------------- set-up
+    # ---------------------------------------------------------------------------------- set-up (per kind)
 
     def _setup_inputs(self) -> None:
-        """Preprocessing and input shape from ``meta.json`` (image models; series/dual: serving.routing)."""
+        """What the model reads, from ``meta.json``: :attr:`inputs`, :attr:`input_shapes`, :attr:`preprocess`.
+
+        The base reads an ``image`` model; :class:`MultiInputPredictor` the others.
+        """
         if self.kind != "image":
-            raise StartupError(f"{self.model_dir}: a {self.kind!r} model is served by serving.routing.load_predictor, "
+            raise StartupError(f"{self.model_dir}: a {self.kind!r} model is served by MultiInputPredictor "
+                               "(serving.predictor.load_predictor picks the predictor for a folder's kind), "
                                "not Predictor")
         try:
             self.preprocess = PreprocessConfig.from_dict(self.meta["preprocess"])
         except (ValueError, TypeError, AttributeError) as exc:
             raise StartupError(f"{self.model_dir}/meta.json: unusable preprocessing: {exc}") from exc
-        self.input_shape: tuple[int, ...] = tuple(self.preprocess.input_shape)
+        self.inputs = ModelInputs("image", image=self.preprocess)
+        self.input_shapes: dict[str, tuple[int, ...]] = self.inputs.shapes
+        self.input_shape: tuple[int, ...] = self.input_shapes["image"]
         self._check_input_spec()
 
     def _check_input_spec(self) -> None:
@@ -213,6 +232,17 @@ class Predictor:
                 f"preprocessing give {[None, *self.input_shape]}"
             )
 
+    def _bind_network_inputs(self, network_names: Sequence[str]) -> dict[str, str]:
+        """``{input name: the network's input name}``: an image model's one input is the network's first."""
+        return {"image": network_names[0]}
+
+    def _tensorrt_input_names(self, graph: Path) -> dict[str, str]:
+        """:meth:`_bind_network_inputs` before the network is loaded (TensorRT needs the names in its config)."""
+        name, _ = _graph_input(graph)
+        return {"image": name or "x"}
+
+    # ---------------------------------------------------------------------------------- set-up (every kind)
+
     def _make_config(self, graph: Path, params: Path, gpu_id: int, gpu_mem_mb: int, trt_cache_dir) -> Any:
         config = inference.Config(str(graph), str(params))
         config.disable_glog_info()
@@ -231,12 +261,10 @@ class Predictor:
                     use_static=True,  # serialise engines to the cache: fast cold start next time
                     use_calib_mode=False,
                 )
-                name, _ = _graph_input(graph)
-                name = name or "x"
-                one = [1, *self.input_shape]
-                config.set_trt_dynamic_shape_info(
-                    {name: one}, {name: [self.max_batch, *self.input_shape]}, {name: one}
-                )
+                names = self._tensorrt_input_names(graph)
+                one = {names[k]: [1, *shape] for k, shape in self.input_shapes.items()}
+                most = {names[k]: [self.max_batch, *shape] for k, shape in self.input_shapes.items()}
+                config.set_trt_dynamic_shape_info(one, most, one)
         else:
             config.disable_gpu()
             # Measured on the 2-core EPYC with the default cardnet, interleaved repeats: without Paddle's
@@ -250,15 +278,17 @@ class Predictor:
             config.set_cpu_math_library_num_threads(self.cpu_threads)
         return config
 
+    def _zeros(self, n: int) -> Batch:
+        return {name: np.zeros((n, *shape), np.float32) for name, shape in self.input_shapes.items()}
+
     def _warm_up(self, predictor: Any) -> None:
         for size in self.batch_sizes:
-            x = np.zeros((size, *self.input_shape), np.float32)
+            x = self._zeros(size)
             try:
                 out = self._run(predictor, x)
             except Exception as exc:  # noqa: BLE001 - any failure here is a start-up failure
-                raise StartupError(
-                    f"{self.model_dir}: warm-up with input {list(x.shape)} failed: {exc}"
-                ) from exc
+                shapes = {name: list(v.shape) for name, v in x.items()}
+                raise StartupError(f"{self.model_dir}: warm-up with inputs {shapes} failed: {exc}") from exc
             if out.shape != (size, len(self.codes)):
                 raise StartupError(
                     f"{self.model_dir}: the network returns shape {list(out.shape)} for a batch of {size}, "
@@ -273,10 +303,11 @@ class Predictor:
 
     # ---------------------------------------------------------------------------------- inference
 
-    def _run(self, predictor: Any, x: np.ndarray) -> np.ndarray:
-        handle = predictor.get_input_handle(self._input_name)
-        handle.reshape(list(x.shape))
-        handle.copy_from_cpu(np.ascontiguousarray(x, dtype=np.float32))
+    def _run(self, predictor: Any, batch: Batch) -> np.ndarray:
+        for name, arr in batch.items():
+            handle = predictor.get_input_handle(self._network_inputs[name])
+            handle.reshape(list(arr.shape))
+            handle.copy_from_cpu(np.ascontiguousarray(arr, dtype=np.float32))
         predictor.run()
         return predictor.get_output_handle(self._output_name).copy_to_cpu()
 
@@ -294,79 +325,71 @@ class Predictor:
                 return size
         return self.max_batch
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def _checked(self, batch: Mapping[str, np.ndarray] | np.ndarray) -> Batch:
+        """A batch as float32 arrays with the batch axis, one per input of the model, or ValueError."""
+        if not isinstance(batch, Mapping):
+            if len(self.input_shapes) != 1:
+                raise ValueError(f"the {self.kind} model takes inputs {sorted(self.input_shapes)}: pass "
+                                 "{name: array}")
+            batch = {next(iter(self.input_shapes)): batch}
+        if sorted(batch) != sorted(self.input_shapes):
+            raise ValueError(f"inputs {sorted(batch)}; the {self.kind} model takes {sorted(self.input_shapes)}")
+        checked: Batch = {}
+        for name, arr in batch.items():
+            arr = np.asarray(arr, dtype=np.float32)
+            shape = self.input_shapes[name]
+            if arr.ndim == len(shape):
+                arr = arr[None]
+            if tuple(arr.shape[1:]) != shape:
+                raise ValueError(f"input {name!r} shape {list(arr.shape)} does not match the model input "
+                                 f"[N, {', '.join(map(str, shape))}]")
+            checked[name] = arr
+        if len({len(v) for v in checked.values()}) != 1:
+            raise ValueError("inputs of one batch must have the same number of cards")
+        return checked
+
+    def predict(self, batch: Mapping[str, np.ndarray] | np.ndarray) -> np.ndarray:
         """Class probabilities for a batch of model inputs.
 
         Args:
-            batch: ``float32 [N, 1, H, W]`` (or one input ``[1, H, W]``), from the shared preprocessing.
+            batch: ``{input name: float32 [N, ...]}`` (:data:`serving.routing.Batch`; a single card may leave
+                out the batch axis); a model with one input also takes its array alone (an image model:
+                ``float32 [N, 1, H, W]``).
 
         Returns:
             ``float32 [N, len(labels)]``, each row summing to 1, in the order of :attr:`codes`.
-        """
-        batch = np.asarray(batch, dtype=np.float32)
-        if batch.ndim == len(self.input_shape):
-            batch = batch[None]
-        if tuple(batch.shape[1:]) != self.input_shape:
-            raise ValueError(f"batch shape {list(batch.shape)} does not match the model input [N, {self.input_shape}]")
-        n = batch.shape[0]
-        if n == 0:
-            return np.zeros((0, len(self.codes)), np.float32)
-        out = np.empty((n, len(self.codes)), np.float32)
-        with self._borrow() as predictor:
-            for start in range(0, n, self.max_batch):
-                chunk = batch[start : start + self.max_batch]
-                size = self._bucket(len(chunk))
-                if size != len(chunk):
-                    pad = np.zeros((size - len(chunk), *self.input_shape), np.float32)
-                    chunk = np.concatenate([chunk, pad])
-                out[start : start + self.max_batch] = self._run(predictor, chunk)[: min(self.max_batch, n - start)]
-        return out
-
-    # ---------------------------------------------------------------------------------- cards
-
-    def prepare(self, data: bytes, kind: str) -> np.ndarray:
-        """Card bytes -> model input ``float32 [1, H, W]`` with the model's own preprocessing.
-
-        Args:
-            data: file contents.
-            kind: ``"png"`` or ``"csv"`` (a CSV is rendered and then takes the PNG path).
 
         Raises:
-            CardError: the file is not a usable card.
+            ValueError: inputs that are not this model's, or of the wrong shape.
         """
-        if kind == "png":
-            return preprocess_png(data, self.preprocess)
-        if kind == "csv":
-            return preprocess_csv(data, self.preprocess)
-        raise CardError(f"unsupported card type {kind!r}; expected png or csv")
-
-    @staticmethod
-    def card_outline(data: bytes, kind: str) -> np.ndarray:
-        """The card's outline mask as the preprocessing sees it (for display): ``uint8 [H, W]``."""
-        if kind == "png":
-            return decode_card_png(data)
-        return card_ink(read_card_csv(data))
-
-    def result(self, probs: np.ndarray, top_k: int = 0) -> dict[str, Any]:
-        """A JSON-ready prediction for one row of probabilities."""
-        probs = np.asarray(probs, dtype=np.float64)
-        best = int(np.argmax(probs))
-        label = self.labels[best]
-        out: dict[str, Any] = {
-            "label": label["code"],
-            "name": label["name"],
-            "name_en": label["name_en"],
-            "confidence": float(probs[best]),
-            "probabilities": {code: float(p) for code, p in zip(self.codes, probs)},
-        }
-        if top_k > 0:
-            order = np.argsort(-probs, kind="stable")[:top_k]
-            out["top_k"] = [
-                {"label": self.codes[i], "name": self.labels[i]["name"], "name_en": self.labels[i]["name_en"],
-                 "probability": float(probs[i])}
-                for i in order
-            ]
+        batch = self._checked(batch)
+        n = len(next(iter(batch.values())))
+        out = np.empty((n, len(self.codes)), np.float32)
+        if n == 0:
+            return out
+        with self._borrow() as predictor:
+            for start in range(0, n, self.max_batch):
+                chunk = {k: v[start:start + self.max_batch] for k, v in batch.items()}
+                m = len(next(iter(chunk.values())))
+                size = self._bucket(m)
+                if size != m:
+                    pad = self._zeros(size - m)
+                    chunk = {k: np.concatenate([v, pad[k]]) for k, v in chunk.items()}
+                out[start:start + m] = self._run(predictor, chunk)[:m]
         return out
+
+    def predict_cards(self, inputs: Sequence[CardInput]) -> np.ndarray:
+        """Class probabilities for cards prepared for this model (:meth:`serving.routing.Router.prepare`).
+
+        The one call per model kind that the HTTP app and the batch scorer make: a dynamic batcher that groups
+        concurrent requests of one kind into one call would sit in front of it.
+
+        Returns:
+            ``float32 [len(inputs), len(labels)]`` in the order of :attr:`codes`.
+        """
+        return self.predict(stack_inputs(inputs))
+
+    # ---------------------------------------------------------------------------------- description
 
     @property
     def model_id(self) -> dict[str, str]:
@@ -399,3 +422,69 @@ class Predictor:
                 "threads_alive": threading.active_count(),
             },
         }
+
+
+class MultiInputPredictor(Predictor):
+    """The predictor of a ``series`` or ``dual`` model: its inputs are named in ``meta.json`` and fed by name.
+
+    A series model has one input, ``series`` (``[N, 5, 256]``); a dual model two, ``image`` and ``series``.
+    Same arguments and guarantees as :class:`Predictor`.
+
+    Raises:
+        StartupError: wrong kind, unusable ``series_preprocess``/``preprocess``, or ``inputs`` in
+            ``meta.json`` that do not match the preprocessing or the network.
+    """
+
+    def _setup_inputs(self) -> None:
+        if self.kind not in ("series", "dual"):
+            raise StartupError(f"{self.model_dir}: kind {self.kind!r} is not a series or dual model")
+        try:
+            self.series_preprocess = SeriesConfig.from_dict(self.meta["series_preprocess"])
+            image = PreprocessConfig.from_dict(self.meta["preprocess"]) if self.kind == "dual" else None
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise StartupError(f"{self.model_dir}/meta.json: unusable preprocessing: {exc}") from exc
+        self.preprocess = image or self.series_preprocess
+        self.inputs = ModelInputs(self.kind, image=image, series=self.series_preprocess)
+        self.input_shapes = self.inputs.shapes
+        self.input_shape = self.input_shapes["series"]
+        declared = self.meta.get("inputs")
+        if not isinstance(declared, list) or not all(isinstance(d, dict) for d in declared):
+            raise StartupError(f"{self.model_dir}/meta.json: a {self.kind} model needs 'inputs' [{{name, shape}}, ...]")
+        got = {d.get("name"): [None if v in (None, -1) else v for v in d.get("shape", [])] for d in declared}
+        want = {name: [None, *shape] for name, shape in self.input_shapes.items()}
+        if got != want:
+            raise StartupError(f"{self.model_dir}/meta.json: inputs {got} do not match the preprocessing {want}")
+
+    def _bind_network_inputs(self, network_names: Sequence[str]) -> dict[str, str]:
+        """The network's inputs carry the names ``meta.json`` gives them."""
+        if sorted(network_names) != sorted(self.input_shapes):
+            raise StartupError(f"{self.model_dir}: the network takes inputs {sorted(network_names)}, meta.json says "
+                               f"{sorted(self.input_shapes)}")
+        return {name: name for name in self.input_shapes}
+
+    def _tensorrt_input_names(self, graph: Path) -> dict[str, str]:
+        return {name: name for name in self.input_shapes}
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["kind"] = self.kind
+        info["series_preprocess"] = self.series_preprocess.to_dict()
+        info["inputs"] = {name: [None, *shape] for name, shape in self.input_shapes.items()}
+        return info
+
+
+def load_predictor(model_dir: str | os.PathLike, **kwargs: Any) -> Predictor:
+    """The predictor of the family for a model folder's ``kind`` (image, series or dual), built and warmed up.
+
+    Args:
+        model_dir: the model folder.
+        kwargs: as for :class:`Predictor`.
+
+    Raises:
+        StartupError: the folder cannot be served (the message says why).
+    """
+    try:
+        kind = load_meta(model_dir).get("kind", "image")
+    except ModelFolderError as exc:
+        raise StartupError(f"cannot load model: {exc}") from exc
+    return (Predictor if kind == "image" else MultiInputPredictor)(model_dir, **kwargs)

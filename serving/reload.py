@@ -101,8 +101,8 @@ def _exercise(model_dir: str | os.PathLike, cfg):
     """Build the predictor the service would build for ``model_dir`` and put one real card through it."""
     import numpy as np
 
-    from serving.predictor import StartupError
-    from serving.routing import ModelSet, load_predictor
+    from serving.model_set import ModelSet
+    from serving.predictor import StartupError, load_predictor
     from shared.cards import CardError
 
     try:
@@ -112,14 +112,12 @@ def _exercise(model_dir: str | os.PathLike, cfg):
         )
     except StartupError as exc:
         raise ReloadError(str(exc)) from None
-    # One real card through the whole path: decode, preprocess, network, probabilities.
+    # One real card through the whole path: route, decode, preprocess, network, probabilities. The card has
+    # both files, so each kind reads what it reads from a request (image: the PNG; series: the CSV; dual: both).
     png, csv = _test_card()
     try:
-        if predictor.kind == "image":
-            x = predictor.prepare(png, "png")
-        else:  # series: the CSV; dual: PNG + CSV
-            x = predictor.prepare_pair(png if predictor.kind == "dual" else None, csv)
-        probs = predictor.predict(ModelSet.stack([x] * max(cfg.batch_sizes)))
+        _, _, x = ModelSet([predictor]).prepare(png, csv)
+        probs = predictor.predict_cards([x] * max(cfg.batch_sizes))
     except CardError as exc:
         raise ReloadError(f"{model_dir}: the model's preprocessing refuses a valid card: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any failure of the network on a real card refuses the model
@@ -162,7 +160,7 @@ def check_models(model_dirs: list[str | os.PathLike], env: dict[str, str] | None
     """Check a whole model set as the service loads it: the image model folder, then the extra folders.
 
     Each folder is checked as by :func:`check_model` (its kind's own test card: PNG, CSV or both), and
-    the set must be servable together (:class:`serving.routing.ModelSet`: at most one model per kind,
+    the set must be servable together (:class:`serving.model_set.ModelSet`: at most one model per kind,
     the same labels everywhere).
 
     Returns:
@@ -171,8 +169,8 @@ def check_models(model_dirs: list[str | os.PathLike], env: dict[str, str] | None
     Raises:
         ReloadError: a model, or the set, cannot be served (the message names the folder).
     """
+    from serving.model_set import ModelSet
     from serving.predictor import StartupError
-    from serving.routing import ModelSet
 
     cfg = _settings(env)
     predictors = [_exercise(d, cfg) for d in model_dirs]

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from shared.atomic import atomic_write_bytes, atomic_write_text
-from shared.png_decode import decode_rgba8
+from shared.png_decode import PngHeader, decode_rgba8
 
 log = logging.getLogger(__name__)
 
@@ -100,16 +100,6 @@ def _read_source(source: bytes | bytearray | memoryview | str | os.PathLike, lim
     if not data:
         raise CardError(f"{what} is empty")
     return data
-
-
-@dataclass(frozen=True)
-class PngHeader:
-    """What the IHDR chunk of a PNG says about the image."""
-
-    width: int
-    height: int
-    bit_depth: int
-    color_type: int
 
 
 def read_png_header(data: bytes) -> PngHeader:

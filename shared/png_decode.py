@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from isal import igzip_lib
-
-if TYPE_CHECKING:  # cards.py imports this module; the header type is only needed for annotations
-    from shared.cards import PngHeader
 
 _RGBA = 6
 _CHANNELS = 4
@@ -27,6 +24,20 @@ _CHANNELS = 4
 # Ancillary chunks that carry only metadata: cv2 ignores them, so the fast path may skip them too. Any
 # other chunk (gAMA, tRNS, acTL of an animated PNG, private chunks, ...) sends the file to cv2.
 _METADATA_CHUNKS = frozenset({b"tEXt", b"zTXt", b"iTXt", b"tIME", b"pHYs"})
+
+
+@dataclass(frozen=True)
+class PngHeader:
+    """What the IHDR chunk of a PNG says about the image (:func:`shared.cards.read_png_header` reads and checks it).
+
+    It lives here, below ``shared.cards``, so that the fast decoder can take it without importing the card
+    reader that calls it.
+    """
+
+    width: int
+    height: int
+    bit_depth: int
+    color_type: int
 
 
 def decode_rgba8(data: bytes, header: PngHeader) -> np.ndarray | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import batch
+from serving import batch, routing
 from shared.cards import CardError
 from shared.dataset_io import CardFile
 from tests.conftest import card_csv, card_png, export_tiny_series_model
@@ -52,20 +52,21 @@ def _rows(path: Path) -> list[dict]:
 
 def test_route_kind_is_the_services_rule():
     every = ("image", "series", "dual")
-    assert batch.route_kind(every, True, True) == ("dual", "pair")
-    assert batch.route_kind(every, False, True) == ("series", "csv")
-    assert batch.route_kind(every, True, False) == ("image", "png")
-    assert batch.route_kind(("image",), True, True) == ("image", "png")
-    assert batch.route_kind(("image",), False, True) == ("image", "csv")
-    assert batch.route_kind(("image", "dual"), False, True) == ("image", "csv")
-    assert batch.route_kind(("series",), True, True) == ("series", "csv")
+    assert routing.route_kind(every, True, True) == ("dual", "pair")
+    assert routing.route_kind(every, False, True) == ("series", "csv")
+    assert routing.route_kind(every, True, False) == ("image", "png")
+    assert routing.route_kind(("image",), True, True) == ("image", "png")
+    assert routing.route_kind(("image",), False, True) == ("image", "csv")
+    assert routing.route_kind(("image", "dual"), False, True) == ("image", "csv")
+    assert routing.route_kind(("series",), True, True) == ("series", "csv")
     with pytest.raises(CardError, match="loaded: series, dual"):
-        batch.route_kind(("series", "dual"), True, False)
+        routing.route_kind(("series", "dual"), True, False)
 
 
 @pytest.mark.parametrize("set_kinds", [("image", "series", "dual"), ("image", "dual"), ("image",)])
 def test_workers_give_the_same_rows_and_each_row_its_model(model_folders, mixed_folder, tmp_path, set_kinds):
-    from serving.routing import ModelSet
+    from serving.model_set import ModelSet
+    from serving.routing import stack_inputs
 
     models = ",".join(str(model_folders[k]) for k in set_kinds)
     outs = {}
@@ -87,7 +88,7 @@ def test_workers_give_the_same_rows_and_each_row_its_model(model_folders, mixed_
             except CardError as exc:
                 assert rows[stem]["error"] == str(exc) and rows[stem]["label"] == "", stem
                 continue
-            want = p.predict(ModelSet.stack([x]))[0]
+            want = p.predict(stack_inputs([x]))[0]
             got = np.array([float(rows[stem][c]) for c in CODES])
             np.testing.assert_allclose(got, want, atol=1e-6, err_msg=stem)
             checked.add(used)
@@ -95,7 +96,7 @@ def test_workers_give_the_same_rows_and_each_row_its_model(model_folders, mixed_
 
 
 def test_score_cards_says_which_model_answered(model_folders, mixed_folder):
-    from serving.routing import ModelSet
+    from serving.model_set import ModelSet
     from shared.dataset_io import iter_cards
 
     ms = ModelSet.load([model_folders[k] for k in ("image", "series", "dual")], device="cpu", batch_sizes=(1, 4))
@@ -146,14 +147,14 @@ def test_read_ahead_is_bounded(predictor):
 
 
 def test_an_unexpected_decoder_failure_is_that_cards_error_row(predictor, monkeypatch):
-    real = batch.filled_card_bytes
+    real = routing.filled_card_bytes
 
     def flaky(data, kind, config):
         if data == b"boom":
             raise RuntimeError("decoder bug")
         return real(data, kind, config)
 
-    monkeypatch.setattr(batch, "filled_card_bytes", flaky)
+    monkeypatch.setattr(routing, "filled_card_bytes", flaky)
     cards = [CardFile(id="a", label=None, folder="", png=card_png("normal"), name="a.png"),
              CardFile(id="b", label=None, folder="", png=b"boom", name="b.png")]
     source = type("S", (), {"problems": [], "__iter__": lambda self: iter(cards)})()

@@ -10,6 +10,8 @@ import zipfile
 import pytest
 
 from serving import batch
+from serving.answers import answer
+from shared.preprocess import preprocess_csv, preprocess_png
 from tests.conftest import CARD_KINDS, REPO, card_csv, card_png
 
 CODES = [f"A{i:02d}" for i in range(1, 13)]
@@ -54,8 +56,8 @@ def test_png_preferred_and_csv_used_when_no_png(test_zip, tiny_model, tmp_path, 
     _, rows = read_rows(out)
     by_id = {r["id"]: r for r in rows}
     with zipfile.ZipFile(test_zip) as zf:
-        png_probs = predictor.predict(predictor.prepare(zf.read("test/0000.png"), "png"))[0]
-        csv_probs = predictor.predict(predictor.prepare(zf.read("test/0002.csv"), "csv"))[0]
+        png_probs = predictor.predict(preprocess_png(zf.read("test/0000.png"), predictor.preprocess))[0]
+        csv_probs = predictor.predict(preprocess_csv(zf.read("test/0002.csv"), predictor.preprocess))[0]
     assert [float(by_id["0000"][c]) for c in CODES] == pytest.approx(png_probs.tolist(), abs=1e-5)
     assert [float(by_id["0002"][c]) for c in CODES] == pytest.approx(csv_probs.tolist(), abs=1e-5)
 
@@ -78,7 +80,7 @@ def test_labelled_folder_prints_accuracy(tmp_path, tiny_model, predictor, capsys
     expected = {}
     for i, kind in enumerate(CARD_KINDS):
         png = card_png(kind, i)
-        label = predictor.result(predictor.predict(predictor.prepare(png, "png"))[0])["label"]
+        label = answer(predictor, predictor.predict(preprocess_png(png, predictor.preprocess))[0])["label"]
         true = label if i % 2 == 0 else ("A01" if label != "A01" else "A02")  # 3 right, 2 wrong
         expected[kind] = true
         (root / true).mkdir(parents=True, exist_ok=True)

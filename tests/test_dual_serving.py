@@ -26,7 +26,7 @@ def dual_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def extras(series_model, dual_model):
-    from serving.routing import load_predictor
+    from serving.predictor import load_predictor
 
     return {k: load_predictor(f, device="cpu", pool_size=2, batch_sizes=(1, 4, 8))
             for k, f in (("series", series_model), ("dual", dual_model))}
@@ -107,7 +107,8 @@ def test_batch_zip_pairs_and_loose_files(client_all, cards):
 
 def test_batch_scorer_uses_pairs(tmp_path, tiny_model, series_model, dual_model):
     from serving import batch
-    from serving.routing import ModelSet
+    from serving.model_set import ModelSet
+    from serving.routing import stack_inputs
 
     folder = tmp_path / "cards" / "A01"
     folder.mkdir(parents=True)
@@ -126,7 +127,7 @@ def test_batch_scorer_uses_pairs(tmp_path, tiny_model, series_model, dual_model)
     for cid, png, csv_b in (("p", card_png("normal"), card_csv("normal")), ("s", None, card_csv("normal", seed=4)),
                             ("i", card_png("normal", seed=5), None)):
         p, used, x = ms.prepare(png, csv_b)
-        want = p.predict(ModelSet.stack([x]))[0]
+        want = p.predict(stack_inputs([x]))[0]
         got = np.array([float(rows[cid][c]) for c in p.codes])
         np.testing.assert_allclose(got, want, atol=1e-6)
     assert ms.route(card_png("normal"), card_csv("normal"))[0].kind == "dual"
@@ -135,10 +136,10 @@ def test_batch_scorer_uses_pairs(tmp_path, tiny_model, series_model, dual_model)
 def test_meta_validation(tmp_path, series_model):
     import shutil
 
-    from serving.predictor import Predictor, StartupError
-    from serving.routing import ModelSet, SeriesPredictor
+    from serving.model_set import ModelSet
+    from serving.predictor import MultiInputPredictor, Predictor, StartupError
 
-    with pytest.raises(StartupError, match="serving.routing"):
+    with pytest.raises(StartupError, match="serving.predictor.load_predictor"):
         Predictor(series_model, device="cpu")
     bad = tmp_path / "bad"
     shutil.copytree(series_model, bad)
@@ -146,12 +147,12 @@ def test_meta_validation(tmp_path, series_model):
     meta["inputs"][0]["shape"] = [None, 5, 128]
     (bad / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(StartupError, match="do not match"):
-        SeriesPredictor(bad, device="cpu")
+        MultiInputPredictor(bad, device="cpu")
     meta["inputs"][0]["shape"] = [None, 5, 256]
     meta["series_preprocess"]["version"] = "series-v0"
     (bad / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(StartupError, match="preprocessing"):
-        SeriesPredictor(bad, device="cpu")
+        MultiInputPredictor(bad, device="cpu")
     with pytest.raises(StartupError, match="two series models"):
         ModelSet.load([series_model, series_model], device="cpu", batch_sizes=(1,))
 

@@ -13,6 +13,8 @@ from http.client import HTTPConnection
 
 import pytest
 
+from serving.answers import answer
+from shared.preprocess import preprocess_png
 from tests.conftest import card_png, encode_multipart, http
 
 GOOD = card_png("pound")
@@ -38,7 +40,7 @@ def _post(server, body: bytes, ctype: str, route: str = "/classify", timeout: fl
 
 @pytest.fixture(scope="module")
 def expected_label(predictor):
-    return predictor.result(predictor.predict(predictor.prepare(GOOD, "png")[None])[0])["label"]
+    return answer(predictor, predictor.predict(preprocess_png(GOOD, predictor.preprocess)[None])[0])["label"]
 
 
 def _good_still_right(server, expected_label):

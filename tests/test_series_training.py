@@ -76,7 +76,7 @@ def test_export_parity(trained, key, sim_dir, cache):
     """The exported model (Paddle Inference, fed by name) matches the dynamic-graph network."""
     import paddle
 
-    from serving.routing import SeriesPredictor
+    from serving.predictor import MultiInputPredictor
     from training.evaluate_exported import ExportedModel
     from training.models import build_model, split_stem
 
@@ -96,7 +96,7 @@ def test_export_parity(trained, key, sim_dir, cache):
     feeds = {"series": series} if kind == "series" else {"image": image, "series": series}
     got = ExportedModel(folder).run(feeds)
     np.testing.assert_allclose(got, want, atol=1e-5)
-    served = SeriesPredictor(folder, device="cpu", batch_sizes=(1, 4)).predict(feeds)
+    served = MultiInputPredictor(folder, device="cpu", batch_sizes=(1, 4)).predict(feeds)
     np.testing.assert_allclose(served, want, atol=1e-5)
     assert split_stem(net)[0] is (net.stem if key == "dualnet" else None)
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from shared.preprocess import preprocess_png
 from tests.conftest import card_csv, card_png
 
 CODES = [f"A{i:02d}" for i in range(1, 13)]
@@ -120,7 +121,7 @@ def test_include_input_returns_card_and_model_input_images(client, predictor):
         assert body[key].startswith("data:image/png;base64,")
     raw = base64.b64decode(body["input_png"].split(",", 1)[1])
     seen = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_UNCHANGED)
-    expected = np.rint(predictor.prepare(png, "png")[0] * 255).astype(np.uint8)
+    expected = np.rint(preprocess_png(png, predictor.preprocess)[0] * 255).astype(np.uint8)
     assert seen.shape == (190, 400)
     np.testing.assert_array_equal(seen, expected)
 

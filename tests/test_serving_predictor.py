@@ -11,11 +11,12 @@ import pytest
 
 from tests.conftest import CARD_KINDS, card_png, export_tiny_model
 from serving.predictor import Predictor, StartupError
+from shared.preprocess import preprocess_png
 
 
 @pytest.fixture(scope="module")
 def inputs(predictor):
-    xs = [predictor.prepare(card_png(k, seed), "png") for seed in range(4) for k in CARD_KINDS]
+    xs = [preprocess_png(card_png(k, seed), predictor.preprocess) for seed in range(4) for k in CARD_KINDS]
     return np.stack(xs)
 
 
@@ -221,7 +222,7 @@ def test_serves_a_model_exported_by_the_training_toolkit(tmp_path):
     paddle.seed(1)
     folder = export.export_model(models.build_model("default"), tmp_path / "cardnet", {"name": "cardnet-test"})
     predictor = Predictor(folder, device="cpu", batch_sizes=(1, 4))
-    x = np.stack([predictor.prepare(card_png(k, 3), "png") for k in CARD_KINDS])
+    x = np.stack([preprocess_png(card_png(k, 3), predictor.preprocess) for k in CARD_KINDS])
     served = predictor.predict(x)
     reference = export.load_exported(folder)(paddle.to_tensor(x)).numpy()
     np.testing.assert_allclose(served, reference, atol=1e-5)
@@ -236,5 +237,5 @@ def test_the_shipped_default_model_if_present():
     predictor = Predictor(DEFAULT_MODEL_DIR, device="cpu", batch_sizes=(1, 8))
     golden = sorted(p for p in (REPO / "tests" / "fixtures" / "golden").glob("*.png") if ".expected." not in p.name)
     cards = [p.read_bytes() for p in golden] or [card_png(k) for k in CARD_KINDS]
-    probs = predictor.predict(np.stack([predictor.prepare(c, "png") for c in cards]))
+    probs = predictor.predict(np.stack([preprocess_png(c, predictor.preprocess) for c in cards]))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)

@@ -1,0 +1,81 @@
+"""The models one service (or one batch run) serves: at most one predictor per kind, and which answers a card.
+
+The routing rule and the preparation of a card are :mod:`serving.routing`'s (Paddle-free); this module
+holds the loaded predictors (:mod:`serving.predictor`) that the rule chooses between.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+from serving.predictor import Predictor, StartupError, load_predictor
+from serving.routing import CardInput, Router
+
+
+class ModelSet:
+    """At most one predictor per kind, all with the same labels, and the router over them.
+
+    Args:
+        predictors: built predictors, the image model first when there is one (load order).
+
+    Raises:
+        StartupError: two folders of the same kind, labels that differ, or no model at all.
+    """
+
+    def __init__(self, predictors: Sequence[Predictor]) -> None:
+        self.by_kind: dict[str, Predictor] = {}
+        for p in predictors:
+            if p.kind in self.by_kind:
+                raise StartupError(f"two {p.kind} models: {self.by_kind[p.kind].model_dir} and {p.model_dir}; "
+                                   "load at most one per kind")
+            self.by_kind[p.kind] = p
+        if not self.by_kind:
+            raise StartupError("no model to serve")
+        # The label table every answer uses; all models must agree on it.
+        self.primary = self.by_kind.get("image") or next(iter(self.by_kind.values()))
+        for p in self.by_kind.values():
+            if p.codes != self.primary.codes:
+                raise StartupError(f"{p.model_dir}: labels {p.codes} differ from {self.primary.model_dir}'s")
+        self.router = Router(tuple(p.inputs for p in self.by_kind.values()))
+
+    @classmethod
+    def load(cls, folders: Sequence[str | os.PathLike], **kwargs: Any) -> "ModelSet":
+        """Build and warm up one predictor per folder (``kwargs`` as for :class:`serving.predictor.Predictor`).
+
+        Raises:
+            StartupError: a folder cannot be served, or the set cannot (see the class).
+        """
+        return cls([load_predictor(Path(f), **kwargs) for f in folders])
+
+    def get(self, kind: str) -> Predictor | None:
+        """The loaded model of a kind, or None."""
+        return self.by_kind.get(kind)
+
+    def route(self, png: bytes | None, csv: bytes | None) -> tuple[Predictor, str]:
+        """Which model answers a card with these files, and which input it reads (``png|csv|pair``).
+
+        Raises:
+            CardError: no loaded model can read what arrived (e.g. a PNG with only a series model).
+        """
+        kind, used = self.router.route(png, csv)
+        return self.by_kind[kind], used
+
+    def prepare(self, png: bytes | None, csv: bytes | None) -> tuple[Predictor, str, CardInput]:
+        """Route a card and build its model input (:meth:`serving.routing.Router.prepare`).
+
+        Returns:
+            ``(predictor, input kind, input)``; ``predictor.predict_cards([input])`` answers the card.
+
+        Raises:
+            CardError: no loaded model reads the card (``serving.routing.UnusableCard``: the routed model
+                cannot read it).
+        """
+        kind, used, x = self.router.prepare(png, csv)
+        return self.by_kind[kind], used, x
+
+    def describe(self) -> dict[str, Any]:
+        """``GET /model``'s ``models``: one entry per kind."""
+        return {kind: {**p.model_id, "folder": str(p.model_dir), "metrics": p.meta.get("metrics", {})}
+                for kind, p in self.by_kind.items()}
