@@ -12,6 +12,13 @@ Two pitfalls of this stack, handled here and only here:
 * ``add_graph`` fails on Paddle 3.3 with the PIR API on; it works with ``FLAGS_enable_pir_api=0``. That
   flag must be set before Paddle starts, and the export must keep writing the PIR ``.json`` that serving
   loads, so :func:`log_graph` runs it in a child process (``python -m training.vdl graph …``).
+
+And one rule of VisualDL's board: it reads **one** ``vdlrecords.*.log`` per run folder, the newest by name
+(``LogReader.logs``), and one ``vdlgraph.*.log``, the newest likewise (``GraphReader.graphs``). A second
+``LogWriter`` on a run folder starts a newer, nearly empty records file that hides the run's scalars, images,
+histograms, PR curves and hyper-parameters. So the graph child writes only the graph file
+(:func:`write_graph_file`, no ``LogWriter``), and :func:`open_writer` can continue a run's records file
+(``append=True``, for a resumed run) instead of starting a second one.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import cv2
@@ -39,13 +48,27 @@ def numpy2_shim() -> None:
         np.float = float  # type: ignore[attr-defined]
 
 
-def open_writer(logdir: str | os.PathLike, run: str, flush_secs: int = 10):
-    """A ``LogWriter`` for ``logdir/run`` (one sub-folder per run, so runs overlay)."""
+def records_files(run_dir: str | os.PathLike) -> list[Path]:
+    """The run folder's VisualDL records files, newest last; the board shows only the last one."""
+    return sorted(p for p in Path(run_dir).glob("vdlrecords.*") if p.is_file())
+
+
+def open_writer(logdir: str | os.PathLike, run: str, flush_secs: int = 10, append: bool = False):
+    """A ``LogWriter`` for ``logdir/run`` (one sub-folder per run, so runs overlay).
+
+    Args:
+        logdir, run: the board's folder and the run's sub-folder.
+        flush_secs: how often the records reach the disk (the board shows what is on disk).
+        append: continue the run folder's newest records file (a resumed run) rather than start a newer one,
+            which the board would show alone.
+    """
     from visualdl import LogWriter
 
     path = Path(logdir) / run
     path.mkdir(parents=True, exist_ok=True)
-    return LogWriter(logdir=str(path), flush_secs=flush_secs)
+    existing = records_files(path) if append else []
+    # LogWriter appends to an existing file named by file_name (VisualDL's local file system opens it "ab").
+    return LogWriter(logdir=str(path), flush_secs=flush_secs, file_name=existing[-1].name if existing else "")
 
 
 def log_scalars(writer, step: int, values: dict[str, float]) -> None:
@@ -148,7 +171,9 @@ def log_graph(logdir: str | os.PathLike, run: str, model: str, timeout: float = 
     for key in list(env):
         if key.startswith(("PADDLE_", "FLAGS_selected", "POD_", "PADDLE_TRAINER")):
             env.pop(key)
-    cmd = [sys.executable, "-m", "training.vdl", "graph", "--model", model, "--logdir", str(logdir), "--run", run]
+    # The child runs in the repository (to import training): a relative --logdir must not move with it.
+    cmd = [sys.executable, "-m", "training.vdl", "graph", "--model", model, "--logdir", str(Path(logdir).resolve()),
+           "--run", run]
     try:
         proc = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -172,12 +197,37 @@ def _graph_main(args: argparse.Namespace) -> int:
 
     net = WithSoftmax(build_model(args.model))
     net.eval()
-    writer = open_writer(args.logdir, args.run)
-    try:
-        writer.add_graph(net, input_spec=[InputSpec([1, *INPUT_SHAPE], "float32")], verbose=False)
-    finally:
-        writer.close()
+    write_graph_file(Path(args.logdir) / args.run, net, [InputSpec([1, *INPUT_SHAPE], "float32")])
     return 0
+
+
+def write_graph_file(run_dir: Path, net, input_spec: list) -> Path:
+    """Write ``net``'s graph as the run folder's ``vdlgraph.<time>.log``, beside its records file.
+
+    What ``LogWriter.add_graph`` writes, without the ``LogWriter``: opening one would add a newer records file
+    to the run folder, and the board would show that (empty) file instead of the run's. Written to a hidden
+    temporary name first (no ``vdlgraph`` in it, so a live board never reads half a graph).
+
+    Returns:
+        The graph file.
+    """
+    from visualdl.component.graph import translate_graph
+
+    graph = translate_graph(net, input_spec, verbose=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / f"vdlgraph.{int(time.time()):010d}.log"
+    fd, tmp = tempfile.mkstemp(prefix=".graph-", suffix=".tmp", dir=run_dir)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(graph)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the board may run as another user
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
