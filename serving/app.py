@@ -16,6 +16,7 @@ Routes (blueprint ``api``):
     GET  /readyz           the model is loaded and warmed up
     GET  /model            model metadata, device, preprocessing, evaluation metrics
     GET  /metrics          Prometheus exposition
+    GET  /openapi.json     the API described in OpenAPI 3.1 (serving/openapi.py)
     GET  /                 web page (serving/static/)
 """
 
@@ -32,14 +33,17 @@ from typing import Any
 import cv2
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
 
-from serving.answers import answer, input_images
+from serving.accuracy import accuracy_figures
+from serving.answers import answer, input_views, models_summary
 from serving.config import ServingConfig
 from serving.errors import ApiError, register_error_handlers
 from serving.metrics import Metrics, Timer
 from serving.model_set import ModelSet
+from serving.openapi import openapi_document
 from serving.predictor import Predictor, load_predictor
 from serving.routing import CardInput, UnusableCard
 from serving.uploads import iter_batch_cards, read_batch_uploads, read_single_card
+from shared.card_pair import MismatchedPair
 from shared.cards import CardError
 
 log = logging.getLogger(__name__)
@@ -171,7 +175,10 @@ def _flag_arg(name: str) -> bool:
 
 
 def _card_error(exc: CardError) -> ApiError:
-    """422 ``invalid_card`` for a card no loaded model reads, or that the model it goes to cannot read."""
+    """422 ``invalid_card`` for a card no loaded model reads, or that the model it goes to cannot read;
+    422 ``mismatched_pair`` for a PNG and a CSV of two different cards sent as one."""
+    if isinstance(exc.__cause__, MismatchedPair):
+        return ApiError(422, "mismatched_pair", str(exc))
     if isinstance(exc, UnusableCard):
         what = f"{exc.used.upper()} card" if exc.kind == "image" else f"card for the {exc.kind} model"
         return ApiError(422, "invalid_card", f"not a usable {what}: {exc}")
@@ -213,6 +220,9 @@ def model_info():
     st = state()
     info = st.predictor.describe()
     info["models"] = st.models.describe()
+    info["accuracy"] = accuracy_figures(st.predictor.meta)
+    for kind, described in info["models"].items():
+        described["accuracy"] = accuracy_figures(st.models.get(kind).meta)
     info["service"] = {
         "max_upload_bytes": int(st.config.max_upload_mb * MiB),
         "max_batch_upload_bytes": int(st.config.max_batch_upload_mb * MiB),
@@ -235,6 +245,12 @@ def metrics():
     return Response(body, content_type=content_type)
 
 
+@bp.get("/openapi.json")
+def openapi():
+    """The API in OpenAPI 3.1 (``serving/openapi.py``); ``tests/test_openapi.py`` holds it to the real routes."""
+    return jsonify(openapi_document())
+
+
 @bp.post("/classify")
 def classify():
     """Classify one card. ``?top_k=N`` adds a ranked list, ``?include_input=1`` the card and model input as PNGs."""
@@ -249,15 +265,16 @@ def classify():
         predictor, used, x = st.models.prepare(card.png, card.csv)
     except CardError as exc:
         raise _card_error(exc) from None
-    try:
-        extra = input_images(card.png, card.csv, x) if include_input else {}
+    try:  # the pictures of the files the model read
+        extra = input_views(card.png if used != "csv" else None, card.csv if used != "png" else None, x) \
+            if include_input else {}
     except CardError as exc:  # the outline of a file the model did not read (a PNG sent to a series model)
         raise _card_error(UnusableCard(predictor.kind, used, exc)) from None
     with Timer() as t:
         probs = predictor.predict_cards([x])[0]
     st.metrics.inference.observe(t.seconds)
     body = answer(predictor, probs, top_k)
-    st.metrics.predictions.labels(label=body["label"]).inc()
+    st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
     body["input"] = {"kind": used, **({"filename": card.filename} if card.filename else {}),
                      **({"series_filename": card.series_filename} if card.series_filename else {})}
     body.update(extra)
@@ -288,7 +305,7 @@ def classify_batch():
         st.metrics.inference.observe(t.seconds)
         for (index, _), row in zip(items, probs):
             body = answer(predictor, row, top_k)
-            st.metrics.predictions.labels(label=body["label"]).inc()
+            st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
             results[index].update(body)
 
     cards = iter_batch_cards(uploads, st.config.max_batch_cards, pair_files=st.models.get("dual") is not None)
@@ -314,13 +331,15 @@ def classify_batch():
         flush(kind)
     st.metrics.batch_cards.observe(len(results))
     failed = sum(1 for r in results if "error" in r)
+    # Each result names its model; the top level lists them all ("model" only when one model answered all).
+    summary = models_summary([r for r in results if "error" not in r])
     return jsonify(
         {
             "count": len(results),
             "ok": len(results) - failed,
             "errors": failed,
             "results": results,
-            "model": st.predictor.model_id,
+            **summary,
             "elapsed_ms": _ms(time.perf_counter() - started),
         }
     )

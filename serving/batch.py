@@ -5,14 +5,16 @@
 INPUT is a zip or a folder, flat or with class sub-folders (``A01`` ... ``A12``); cards are read
 with the shared safe reader (``shared.dataset_io``). One row per card::
 
-    id,label,name,confidence,A01,...,A12,error
+    id,label,name,confidence,model,model_version,input,A01,...,A12,error
 
-``id`` is the file stem. Each card is routed and prepared as in the service (:mod:`serving.routing`):
+``id`` is the file stem; ``model`` the kind of model that answered (image, series, dual), ``input`` what it
+read (png, csv, pair). The file is UTF-8 with a byte-order mark, so Excel shows the Chinese condition
+names (``--no-bom`` for plain UTF-8). Each card is routed and prepared as in the service (:mod:`serving.routing`):
 with a dual model loaded a PNG + CSV pair goes to it, with a series model a lone CSV goes to it, else
 the image model reads the PNG (or the CSV, rendered). A card that cannot be read gets an ``error`` and
 empty prediction columns; it never stops the run. The CSV is written atomically; its rows are the
 service's answers (:mod:`serving.answers`). At the end a summary (cards per label and per model, errors,
-and accuracy when INPUT is labelled) is printed. The models, preprocessing and batching are those of the
+cards of low confidence to check by hand, and accuracy when INPUT is labelled) is printed. The models, preprocessing and batching are those of the
 web service, so both give the same probabilities for the same card.
 
 One pipeline (:func:`score_cards`) serves one model or several: worker processes do all the per-card
@@ -36,7 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from serving.answers import answer, csv_header, csv_row
+from serving.answers import LOW_CONFIDENCE, answer, csv_header, csv_row, needs_review
 from serving.routing import Prepared, Router, card_files, skipped_card_members
 from shared.atomic import atomic_output_file
 from shared.cards import CardError
@@ -188,21 +190,23 @@ def score_cards(
         yield Row(card_id, name, None, error=f"{name}: skipped: {reason}")
 
 
-def _write_rows(writer, models, rows: Iterator[Row], summary: Counter, truth: Counter, answered: Counter) -> None:
+def _write_rows(writer, models, rows: Iterator[Row], summary: Counter, truth: Counter, answered: Counter,
+                low_confidence: float = LOW_CONFIDENCE) -> None:
     codes = models.primary.codes
     for row in rows:
         if row.probs is None:
-            writer.writerow(csv_row(row.id, codes, None, row.error))
+            writer.writerow(csv_row(row.id, codes, None, row.error, row.input_kind))
             summary["<error>"] += 1
             continue
         answered[row.model_kind] += 1
         card_answer = answer(models.by_kind[row.model_kind], row.probs)
         label = card_answer["label"]
         summary[label] += 1
+        summary["<review>"] += int(needs_review(card_answer, low_confidence))
         if row.true_label is not None:
             truth["labelled"] += 1
             truth["correct"] += int(label == row.true_label)
-        writer.writerow(csv_row(row.id, codes, card_answer))
+        writer.writerow(csv_row(row.id, codes, card_answer, used=row.input_kind))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -235,8 +239,27 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=os.cpu_count() or 1,
         help="processes decoding and filling cards while the network runs (default: all cores; 1: none)",
     )
+    parser.add_argument(
+        "--low-confidence", type=_probability, default=LOW_CONFIDENCE, metavar="P",
+        help=f"count answers with a confidence below P in the summary, for a person to check "
+             f"(default {LOW_CONFIDENCE})",
+    )
+    parser.add_argument(
+        "--no-bom", action="store_true",
+        help="write plain UTF-8 (default: UTF-8 with a byte-order mark, which Excel needs to show Chinese names)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _probability(value: str) -> float:
+    try:
+        p = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 0 to 1") from None
+    if not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number from 0 to 1")
+    return p
 
 
 def _shard(value: str) -> tuple[int, int]:
@@ -300,17 +323,20 @@ def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
     answered: Counter[str] = Counter()  # cards per model kind
     started = time.perf_counter()
     with source, tqdm(total=len(source), unit="card", disable=args.no_progress, dynamic_ncols=True) as bar:
-        with atomic_output_file(args.out, "w", newline="", encoding="utf-8") as fh:
+        # utf-8-sig: the byte-order mark is how Excel knows the file is UTF-8 (else it reads the ANSI code page).
+        encoding = "utf-8" if args.no_bom else "utf-8-sig"
+        with atomic_output_file(args.out, "w", newline="", encoding=encoding) as fh:
             writer = csv.writer(fh)
             writer.writerow(csv_header(predictor.codes))
             # One pipeline for one model or several: each card goes to the model that reads it.
             rows = score_cards(models, source, args.batch_size, bar, report_skipped=last_shard,
                                workers=args.workers, pool=pool)
-            _write_rows(writer, models, rows, summary, truth, answered)
+            _write_rows(writer, models, rows, summary, truth, answered, args.low_confidence)
     elapsed = time.perf_counter() - started
 
-    total = sum(summary.values())
     errors = summary.pop("<error>", 0)
+    review = summary.pop("<review>", 0)
+    total = sum(summary.values()) + errors
     print(f"\n{total} card(s) scored in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f} cards/s) -> {args.out}")
     for kind, p in models.by_kind.items():
         print(f"{kind} model {p.name} ({p.version}) on {p.device}: {answered[kind]} card(s)")
@@ -319,6 +345,7 @@ def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
         if summary[code]:
             print(f"  {code}   {summary[code]:>7}  {names[code]}")
     print(f"  errors {errors:>7}")
+    print(f"low confidence (< {args.low_confidence:g}): {review} card(s) to check by hand (column confidence)")
     if source.problem_counts:
         print("skipped archive members:")
         for reason, count in source.problem_counts.most_common():

@@ -29,7 +29,7 @@ class Metrics:
     Attributes:
         requests: ``cardsense_http_requests_total{route, method, status}``.
         latency: ``cardsense_http_request_duration_seconds{route}``.
-        predictions: ``cardsense_predictions_total{label}`` (one per classified card).
+        predictions: ``cardsense_predictions_total{label, model}`` (one per classified card; model: image|series|dual).
         errors: ``cardsense_errors_total{kind}`` (error code, also per failed card in a batch).
         batch_cards: ``cardsense_batch_cards`` (cards per batch request).
         inference: ``cardsense_inference_seconds`` (predictor time per call).
@@ -49,7 +49,8 @@ class Metrics:
             ["route"], buckets=LATENCY_BUCKETS, **kw,
         )
         self.predictions = Counter(
-            "cardsense_predictions_total", "Cards classified, by predicted label.", ["label"], **kw
+            "cardsense_predictions_total", "Cards classified, by predicted label and the model kind that answered.",
+            ["label", "model"], **kw
         )
         self.errors = Counter("cardsense_errors_total", "Errors by kind (error code).", ["kind"], **kw)
         self.batch_cards = Histogram(

@@ -32,10 +32,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from shared.cards import CardError
+from shared.card_pair import check_pair
+from shared.cards import CardError, decode_card_png, read_card_csv
 from shared.dataset_io import CARD_SUFFIXES, CardFile, CardSource
-from shared.preprocess import PreprocessConfig, filled_card_bytes, to_model_input
-from shared.series import SeriesConfig, preprocess_series_csv
+from shared.preprocess import PreprocessConfig, filled_card, filled_card_bytes, to_model_input
+from shared.series import SeriesConfig, preprocess_series, preprocess_series_csv
 
 KINDS = ("image", "series", "dual")
 
@@ -148,11 +149,12 @@ class ModelInputs:
         """A card's files -> this kind's input (:data:`CardInput`).
 
         An image model reads the PNG, or else the CSV rendered to one; a series model the CSV; a dual model
-        both (the PNG first: its error is the one reported). :meth:`Router.prepare` passes only the files
-        the routing rule chose.
+        both (the PNG first: its error is the one reported), once :func:`shared.card_pair.check_pair` found
+        them to be one card. :meth:`Router.prepare` passes only the files the routing rule chose.
 
         Raises:
-            CardError: a file the model needs is missing or is not a usable card.
+            CardError: a file the model needs is missing or is not a usable card;
+                ``shared.card_pair.MismatchedPair`` when a dual model's PNG and CSV are two different cards.
         """
         if self.kind == "image":
             if png is None and csv is None:
@@ -165,8 +167,9 @@ class ModelInputs:
             return {"series": preprocess_series_csv(csv, self.series)}
         if png is None:
             raise CardError("the dual model needs the card's PNG as well as its CSV")
-        filled = filled_card_bytes(png, "png", self.image)
-        return {"image": filled, "series": preprocess_series_csv(csv, self.series)}
+        ink, card = decode_card_png(png), read_card_csv(csv)
+        check_pair(ink, card)  # a PNG and a CSV of two different cards are refused, not mixed
+        return {"image": filled_card(ink, self.image), "series": preprocess_series(card, self.series)}
 
 
 def stack_inputs(inputs: Sequence[CardInput]) -> Batch:

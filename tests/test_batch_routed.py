@@ -46,7 +46,7 @@ def mixed_folder(tmp_path_factory) -> Path:
 
 
 def _rows(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         return list(csv.DictReader(fh))
 
 
@@ -91,6 +91,9 @@ def test_workers_give_the_same_rows_and_each_row_its_model(model_folders, mixed_
             want = p.predict(stack_inputs([x]))[0]
             got = np.array([float(rows[stem][c]) for c in CODES])
             np.testing.assert_allclose(got, want, atol=1e-6, err_msg=stem)
+            # the row names the model that answered and what it read
+            assert (rows[stem]["model"], rows[stem]["input"]) == (p.kind, used), stem
+            assert rows[stem]["model_version"] == f"{p.name} {p.version}"
             checked.add(used)
     assert checked == ({"pair", "csv", "png"} if "dual" in set_kinds else {"csv", "png"})
 

@@ -15,7 +15,7 @@ from shared.preprocess import preprocess_csv, preprocess_png
 from tests.conftest import CARD_KINDS, REPO, card_csv, card_png
 
 CODES = [f"A{i:02d}" for i in range(1, 13)]
-HEADER = ["id", "label", "name", "confidence", *CODES, "error"]
+HEADER = ["id", "label", "name", "confidence", "model", "model_version", "input", *CODES, "error"]
 
 
 def run(args) -> int:
@@ -23,7 +23,7 @@ def run(args) -> int:
 
 
 def read_rows(path):
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
         header = next(reader)
         return header, [dict(zip(header, row)) for row in reader]

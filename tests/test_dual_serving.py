@@ -120,7 +120,7 @@ def test_batch_scorer_uses_pairs(tmp_path, tiny_model, series_model, dual_model)
     models = f"{tiny_model},{series_model},{dual_model}"
     assert batch.main([str(tmp_path / "cards"), "--out", str(out), "--model", models, "--no-progress",
                        "--workers", "1"]) == 0
-    rows = {r["id"]: r for r in csv.DictReader(out.open())}
+    rows = {r["id"]: r for r in csv.DictReader(out.open(encoding="utf-8-sig"))}
     assert set(rows) == {"p", "s", "i"} and not any(r["error"] for r in rows.values())
     # each row equals what the routed model gives for that card
     ms = ModelSet.load([tiny_model, series_model, dual_model], device="cpu", batch_sizes=(1,))

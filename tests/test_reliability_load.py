@@ -68,7 +68,7 @@ def build_mix(tmp: Path, model_dir: Path, base_url: str) -> list[Item]:
     out = tmp / "offline.csv"
     assert batch.main([str(folder), "--out", str(out), "--model", str(model_dir), "--no-progress",
                        "--batch-size", "8"]) == 0
-    with open(out, encoding="utf-8") as fh:
+    with open(out, encoding="utf-8-sig") as fh:
         labels = {r["id"]: r["label"] for r in csv.DictReader(fh)}
     for it in items:
         if it.good:

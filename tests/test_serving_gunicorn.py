@@ -115,7 +115,7 @@ def test_batch_scorer_and_service_agree(gunicorn_server, test_zip, tmp_path, tin
     out = tmp_path / "predictions.csv"
     assert batch.main([str(test_zip), "--out", str(out), "--model", str(tiny_model), "--batch-size", "4",
                        "--no-progress"]) == 0
-    rows = {r["id"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    rows = {r["id"]: r for r in csv.DictReader(out.open(encoding="utf-8-sig"))}
     with zipfile.ZipFile(test_zip) as zf:
         names = zf.namelist()
         compared = 0

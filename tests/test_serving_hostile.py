@@ -65,7 +65,7 @@ def test_card_corpus_through_the_batch_scorer(tmp_path, tiny_model):
         (folder / (prefix + entry.name)).write_bytes(entry.data)
     out = tmp_path / "p.csv"
     assert batch.main([str(folder), "--out", str(out), "--model", str(tiny_model), "--no-progress"]) == 0
-    with open(out, encoding="utf-8") as fh:
+    with open(out, encoding="utf-8-sig") as fh:
         rows = {r["id"]: r for r in csv.DictReader(fh)}
     for entry in CARDS:
         prefix = "png-" if entry.name.endswith(".png") else "csv-"
@@ -83,6 +83,6 @@ def test_archive_corpus_through_the_batch_scorer(tmp_path, tiny_model, name):
     path.write_bytes(ARCHIVES[name])
     out = tmp_path / "p.csv"
     assert batch.main([str(path), "--out", str(out), "--model", str(tiny_model), "--no-progress"]) == 0
-    with open(out, encoding="utf-8") as fh:
+    with open(out, encoding="utf-8-sig") as fh:
         rows = list(csv.DictReader(fh))
     assert any(r["id"] == "good" and r["label"] for r in rows)
