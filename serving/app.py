@@ -34,7 +34,7 @@ import cv2
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, send_from_directory
 
 from serving.accuracy import accuracy_figures
-from serving.answers import answer, input_views, models_summary
+from serving.answers import LOW_CONFIDENCE, answer, input_views, models_summary
 from serving.config import ServingConfig
 from serving.errors import ApiError, register_error_handlers
 from serving.metrics import Metrics, Timer
@@ -227,6 +227,7 @@ def model_info():
         "max_upload_bytes": int(st.config.max_upload_mb * MiB),
         "max_batch_upload_bytes": int(st.config.max_batch_upload_mb * MiB),
         "max_batch_cards": st.config.max_batch_cards,
+        "low_confidence": LOW_CONFIDENCE,  # answers less sure than this are marked for a person to check
         "auth": bool(st.config.api_token),
         "uptime_seconds": round(time.time() - st.started, 1),
     }

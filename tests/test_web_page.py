@@ -1,57 +1,38 @@
 """The web page in a real headless browser (Debian chromium + chromedriver, driven by Selenium).
 
-``scripts/setup-test-tools.sh`` installs the browser. Set ``CARDSENSE_UPDATE_SCREENSHOT=1`` to
-refresh ``docs/web-page.png`` from this test.
+``scripts/setup-test-tools.sh`` installs the browser. Set ``CARDSENSE_UPDATE_SCREENSHOT=1`` to refresh
+``docs/web-page.png`` from this test (the page over the shipped models).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 
 import pytest
 
-from tests.conftest import REPO, card_csv, card_png, encode_multipart, http
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-
-
-def _browser_or_skip():
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(p)]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("python package selenium")
-    if missing:
-        message = f"browser test needs {', '.join(missing)} (run scripts/setup-test-tools.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+from serving.accuracy import accuracy_figures
+from tests.browser import browser_or_skip, keep_screenshot, start_browser
+from tests.conftest import REPO, GunicornServer, card_csv, card_png, encode_multipart, http
 
 
 @pytest.fixture(scope="module")
 def browser():
-    _browser_or_skip()
-    from selenium import webdriver
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                "--disable-extensions", "--window-size=1100,1300", "--lang=en-US"):
-        options.add_argument(arg)
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(30)
+    browser_or_skip()
+    driver = start_browser(1100, 1300)
     try:
         yield driver
     finally:
         driver.quit()
 
 
-def _wait_results(driver, count: int, timeout: float = 30):
+@pytest.fixture(scope="module")
+def shipped_server(tmp_path_factory):
+    """gunicorn over the shipped image, series and dual models, as a fresh install serves them."""
+    with GunicornServer(None, tmp_path_factory.mktemp("shipped") / "gunicorn.log", CARDSENSE_WORKERS="1") as server:
+        yield server
+
+
+def _wait_results(driver, count: int, timeout: float = 60):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -63,9 +44,35 @@ def _wait_results(driver, count: int, timeout: float = 30):
     return WebDriverWait(driver, timeout).until(done)
 
 
-def test_upload_cards_and_see_the_diagnosis(browser, gunicorn_server, tmp_path):
+def _open(driver, url: str, model_text: str):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url + "/")
+    WebDriverWait(driver, 30).until(lambda d: model_text in d.find_element(By.ID, "model-info").text)
+
+
+def _axis_titles(figure) -> list[str]:
+    from selenium.webdriver.common.by import By
+
+    return [t.text for t in figure.find_elements(By.CSS_SELECTOR, ".axis-title")]
+
+
+def _pictures_load(driver, figure) -> list[int]:
+    """The natural width of every picture drawn in a figure (0 = a broken image)."""
+    from selenium.webdriver.common.by import By
+
+    widths = []
+    for image in figure.find_elements(By.CSS_SELECTOR, "image"):
+        widths.append(driver.execute_async_script(
+            "const done = arguments[1]; const i = new Image();"
+            "i.onload = () => done(i.naturalWidth); i.onerror = () => done(0); i.src = arguments[0];",
+            image.get_attribute("href")))
+    return widths
+
+
+def test_upload_cards_and_see_the_diagnosis(browser, gunicorn_server, tmp_path):
+    from selenium.webdriver.common.by import By
 
     png = tmp_path / "well-12_card.png"
     png.write_bytes(card_png("pound"))
@@ -82,13 +89,16 @@ def test_upload_cards_and_see_the_diagnosis(browser, gunicorn_server, tmp_path):
         assert status == 200
         expected[path.name] = json.loads(raw)
 
-    browser.get(gunicorn_server.url + "/")
-    WebDriverWait(browser, 20).until(
-        lambda d: "tiny-test" in d.find_element(By.ID, "model-info").text
-    )
-    assert "CPU" in browser.find_element(By.ID, "model-info").text
+    _open(browser, gunicorn_server.url, "tiny-test")
+    header = browser.find_element(By.ID, "model-info").text
+    assert "CPU" in header
+    # a model without a field figure shows what it has, with where it comes from
+    assert "0.0 % on held-out cards (source not recorded)" in header
     browser.find_element(By.ID, "files").send_keys("\n".join(str(p) for p in (png, csv_file, bad)))
     items = _wait_results(browser, 3)
+    # oldest first, numbered: the list reads in the order the files were given
+    assert [e.get_attribute("data-file") for e in items] == [png.name, csv_file.name, bad.name]
+    assert [e.find_element(By.CSS_SELECTOR, ".number").text for e in items] == ["#1", "#2", "#3"]
     by_file = {e.get_attribute("data-file"): e for e in items}
 
     for name, answer in expected.items():
@@ -101,22 +111,84 @@ def test_upload_cards_and_see_the_diagnosis(browser, gunicorn_server, tmp_path):
         assert len(bars) == 12
         best = item.find_element(By.CSS_SELECTOR, ".bars .best .code").text
         assert best.startswith(answer["label"])
-        for img in item.find_elements(By.CSS_SELECTOR, ".images img"):
-            assert img.get_attribute("src").startswith("data:image/png;base64,")
-            assert browser.execute_script("return arguments[0].naturalWidth", img) == 400
+        for figure in item.find_elements(By.CSS_SELECTOR, "figure"):
+            assert all(w == 400 for w in _pictures_load(browser, figure)), name
+        # the input the image model read: the filled card, in relative axes
+        seen = item.find_element(By.CSS_SELECTOR, ".input-figure")
+        assert seen.get_attribute("data-shows") == "image"
+        assert _axis_titles(seen)[0].startswith("position (relative")
+
+    png_card = by_file[png.name].find_element(By.CSS_SELECTOR, ".card-figure")
+    assert _axis_titles(png_card) == ["position (relative, 0–1 of the card)", "load (relative)"]
+    csv_card = by_file[csv_file.name].find_element(By.CSS_SELECTOR, ".card-figure")
+    assert _axis_titles(csv_card) == ["position (m)", "load (kN)"]
+    ticks = [float(t.text) for t in csv_card.find_elements(By.CSS_SELECTOR, ".tick-label")]
+    assert max(ticks) >= 3.0 and max(ticks) > 60  # metres up to 3, kilonewtons up to about 70
 
     failed = by_file["photo.png"]
     assert failed.get_attribute("data-state") == "error"
     assert "422" in failed.find_element(By.CSS_SELECTOR, ".error").text
 
+    # the API description is linked from the page and is there
+    link = browser.find_element(By.ID, "openapi-link").get_attribute("href")
+    status, _, raw = http("GET", link)
+    assert status == 200 and json.loads(raw)["openapi"].startswith("3.1")
+
+
+def test_shipped_models_pairs_series_plots_and_real_card_accuracy(browser, shipped_server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    files = {
+        "w1.png": card_png("pound", 1), "w1.csv": card_csv("pound", 1),  # one card: PNG + CSV -> dual
+        "w2.csv": card_csv("dome", 2),  # a CSV alone -> series
+        "w3.png": card_png("normal", 3),  # a PNG alone -> image
+        "w4.png": card_png("pound", 4), "w4.csv": card_csv("sliver", 5),  # two different cards under one name
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    _open(browser, shipped_server.url, "dual model")
+    # the header leads with the real-card figure and says what it was measured on
+    meta = json.loads((REPO / "models" / "default" / "meta.json").read_text(encoding="utf-8"))
+    figures = accuracy_figures(meta)
+    real = next(f for f in figures if f["real_cards"])
+    simulated = next(f for f in figures if not f["real_cards"])
+    line = browser.find_element(By.CSS_SELECTOR, ".model-line[data-kind=image]")
+    first = line.find_element(By.CSS_SELECTOR, ".figure.first")
+    assert first.text == f"{100 * real['accuracy']:.1f} % on {real['measured_on']}"
+    assert "real field cards" in first.text
+    assert line.text.index(first.text) < line.text.index(f"{100 * simulated['accuracy']:.1f} % on")
+    assert len(browser.find_elements(By.CSS_SELECTOR, ".model-line")) == 3
+
+    browser.find_element(By.ID, "files").send_keys("\n".join(str(tmp_path / n) for n in files))
+    items = _wait_results(browser, 4)
+    assert [e.get_attribute("data-file") for e in items] == ["w1.png + w1.csv", "w2.csv", "w3.png",
+                                                             "w4.png + w4.csv"]
+    pair, series, image, mismatched = items
+    assert pair.get_attribute("data-model") == "dual"
+    assert pair.find_element(By.CSS_SELECTOR, ".input-figure").get_attribute("data-shows") == "image+series"
+    assert _axis_titles(pair.find_element(By.CSS_SELECTOR, ".card-figure")) == ["position (m)", "load (kN)"]
+
+    assert series.get_attribute("data-model") == "series"
+    seen = series.find_element(By.CSS_SELECTOR, ".input-figure")
+    assert seen.get_attribute("data-shows") == "series"
+    assert not seen.find_elements(By.CSS_SELECTOR, "image, img")  # no "filled input" picture to break
+    assert len(seen.find_elements(By.CSS_SELECTOR, "polyline.line")) == 2  # position and load
+    assert "the series the series model read" in seen.text
+
+    assert image.get_attribute("data-model") == "image"
+    assert image.find_element(By.CSS_SELECTOR, ".card-figure").get_attribute("data-units") == "relative"
+    for item in (pair, series, image):
+        for figure in item.find_elements(By.CSS_SELECTOR, "figure"):
+            assert all(w > 0 for w in _pictures_load(browser, figure))
+        review = item.find_element(By.CSS_SELECTOR, ".review")
+        confidence = float(item.find_element(By.CSS_SELECTOR, ".confidence").text.split()[1]) / 100
+        assert review.is_displayed() == (confidence < 0.5)
+
+    assert mismatched.get_attribute("data-state") == "error"
+    assert mismatched.get_attribute("data-error") == "mismatched_pair"
+    assert "not the same card" in mismatched.find_element(By.CSS_SELECTOR, ".error").text
+
     shot = tmp_path / "web-page.png"
-    browser.find_element(By.TAG_NAME, "body")
-    # Show the PNG card first in the screenshot.
-    browser.execute_script(
-        "const r=document.getElementById('results');"
-        "const f=[...r.children].find(e=>e.dataset.file===arguments[0]); if(f) r.prepend(f);", png.name
-    )
     browser.save_screenshot(str(shot))
-    assert shot.stat().st_size > 10_000
-    if os.environ.get("CARDSENSE_UPDATE_SCREENSHOT") == "1":
-        shutil.copyfile(shot, REPO / "docs" / "web-page.png")
+    keep_screenshot(shot, "web-page.png")

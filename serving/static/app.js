@@ -1,8 +1,14 @@
 // CardSense web page: send each dropped or chosen card to POST /classify and show the answer.
 // Plain JS, no build step, no network beyond this service.
+//
+// Cards are answered one at a time and listed in the order the files were given (first at the top, numbered).
+// With a dual model loaded, a PNG and a CSV of the same name are one card and go together (fields file + series).
+// Each answer shows the card with axes (m / kN from a CSV; relative for a PNG, which carries no units) and the
+// input the model read: the filled card (image, dual) and/or the series (series, dual).
 "use strict";
 
 const TOKEN_KEY = "cardsense-token";
+const SVG_NS = "http://www.w3.org/2000/svg";
 const drop = document.getElementById("drop");
 const input = document.getElementById("files");
 const results = document.getElementById("results");
@@ -10,10 +16,47 @@ const template = document.getElementById("result-template");
 const tokenBox = document.getElementById("token-box");
 const tokenInput = document.getElementById("token");
 let labels = null; // [{code, name, name_en}] from /model, in model order
+let kinds = []; // loaded model kinds
+let lowConfidence = 0.5; // the service's rule for answers to check by hand (/model service.low_confidence)
+let counter = 0;
+let queue = Promise.resolve(); // cards are sent one after the other, in the order given
 
 function authHeaders() {
   const token = sessionStorage.getItem(TOKEN_KEY);
   return token ? { Authorization: "Bearer " + token } : {};
+}
+
+function pct(x) {
+  return (100 * x).toFixed(1) + " %";
+}
+
+// ------------------------------------------------------------------------------------------ the header
+
+function figureText(f) {
+  return `${pct(f.accuracy)} on ${f.measured_on}`;
+}
+
+function modelLine(kind, model) {
+  const line = document.createElement("p");
+  line.className = "model-line";
+  line.dataset.kind = kind;
+  const name = document.createElement("span");
+  name.className = "model-name";
+  name.textContent = `${kind} model ${model.name} (${model.version})`;
+  line.append(name);
+  const figures = model.accuracy || [];
+  if (!figures.length) {
+    line.append(" · no accuracy recorded in its meta.json");
+  }
+  figures.forEach((f, i) => {
+    const span = document.createElement("span");
+    span.className = "figure" + (f.real_cards ? " real" : " simulated") + (i === 0 ? " first" : "");
+    span.dataset.key = f.key;
+    span.textContent = figureText(f);
+    if (f.note) span.title = f.note;
+    line.append(i === 0 ? " · " : " · also ", span);
+  });
+  return line;
 }
 
 async function loadModel() {
@@ -23,15 +66,141 @@ async function loadModel() {
     if (r.status === 401) { tokenBox.hidden = false; info.textContent = "this service needs an API token"; return; }
     const m = await r.json();
     labels = m.labels;
-    const metrics = m.metrics || {};
-    const accuracy = typeof metrics.accuracy === "number" ? metrics.accuracy : metrics.holdout_acc;
-    const acc = typeof accuracy === "number" ? ` · holdout accuracy ${(100 * accuracy).toFixed(1)} %` : "";
-    info.textContent = `model ${m.model.name} (${m.model.version}) on ${m.device.selected.toUpperCase()}` +
-      ` · preprocessing ${m.preprocess.method} ${m.preprocess.version}${acc}`;
+    const models = m.models || { [m.model.kind || "image"]: { ...m.model, accuracy: m.accuracy } };
+    kinds = Object.keys(models);
+    if (m.service && typeof m.service.low_confidence === "number") lowConfidence = m.service.low_confidence;
+    info.replaceChildren();
+    for (const kind of ["image", "series", "dual"].filter((k) => k in models)) {
+      info.append(modelLine(kind, models[kind]));
+    }
+    const runtime = document.createElement("p");
+    runtime.className = "muted";
+    runtime.textContent = `on ${m.device.selected.toUpperCase()} · preprocessing ${m.preprocess.method} ` +
+      `${m.preprocess.version} · accuracy on real cards first; hover a figure for how it was measured` +
+      (kinds.includes("dual") ? " · a PNG and a CSV of the same name go to the dual model together" : "");
+    info.append(runtime);
   } catch (e) {
     info.textContent = "cannot reach the model service: " + e;
   }
 }
+
+// ------------------------------------------------------------------------------------------ plots
+
+function el(name, attrs = {}, text = null) {
+  const node = document.createElementNS(SVG_NS, name);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function niceTicks(lo, hi, count = 5) {
+  const span = hi - lo || Math.abs(hi) || 1;
+  const raw = span / count;
+  const mag = Math.pow(10, Math.floor(Math.log10(raw)));
+  const step = [1, 2, 5, 10].map((f) => f * mag).find((s) => s >= raw) || 10 * mag;
+  const ticks = [];
+  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(+t.toFixed(10));
+  return { ticks, step };
+}
+
+function tickLabel(t, step) {
+  const digits = Math.max(0, -Math.floor(Math.log10(step) + 1e-9));
+  return t.toFixed(Math.min(digits, 4));
+}
+
+// An SVG chart of width x height with axes, ticks and axis titles; returns {svg, x(v), y(v), box}.
+function chart({ xRange, yRange, xLabel, yLabel, width = 420, height = 240 }) {
+  const m = { left: 52, right: 10, top: 10, bottom: 40 };
+  const svg = el("svg", { viewBox: `0 0 ${width} ${height}`, width, height, class: "chart", role: "img" });
+  const box = { x0: m.left, y0: m.top, x1: width - m.right, y1: height - m.bottom };
+  const [xa, xb] = xRange;
+  const [ya, yb] = yRange;
+  const x = (v) => box.x0 + ((v - xa) / (xb - xa || 1)) * (box.x1 - box.x0);
+  const y = (v) => box.y1 - ((v - ya) / (yb - ya || 1)) * (box.y1 - box.y0);
+  svg.append(el("rect", { x: box.x0, y: box.y0, width: box.x1 - box.x0, height: box.y1 - box.y0, class: "frame" }));
+  const xt = niceTicks(xa, xb);
+  for (const t of xt.ticks) {
+    svg.append(el("line", { x1: x(t), x2: x(t), y1: box.y1, y2: box.y1 + 4, class: "tick" }));
+    svg.append(el("text", { x: x(t), y: box.y1 + 15, class: "tick-label", "text-anchor": "middle" }, tickLabel(t, xt.step)));
+  }
+  const yt = niceTicks(ya, yb, 4);
+  for (const t of yt.ticks) {
+    svg.append(el("line", { x1: box.x0 - 4, x2: box.x0, y1: y(t), y2: y(t), class: "tick" }));
+    svg.append(el("text", { x: box.x0 - 6, y: y(t) + 4, class: "tick-label", "text-anchor": "end" }, tickLabel(t, yt.step)));
+  }
+  svg.append(el("text", { x: (box.x0 + box.x1) / 2, y: height - 6, class: "axis-title x-title", "text-anchor": "middle" }, xLabel));
+  svg.append(el("text", { x: 12, y: (box.y0 + box.y1) / 2, class: "axis-title y-title", "text-anchor": "middle",
+    transform: `rotate(-90 12 ${(box.y0 + box.y1) / 2})` }, yLabel));
+  return { svg, x, y, box };
+}
+
+function polyline(c, xs, ys, cls, closed = false) {
+  const points = xs.map((v, i) => `${c.x(v).toFixed(1)},${c.y(ys[i]).toFixed(1)}`).join(" ");
+  c.svg.append(el(closed ? "polygon" : "polyline", { points, class: "line " + cls }));
+}
+
+function range(values) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  const pad = (hi - lo) * 0.04 || 1;
+  return [lo - pad, hi + pad];
+}
+
+// The card from its CSV samples, in metres and kilonewtons.
+function samplesPlot(samples) {
+  const c = chart({ xRange: range(samples.position_m), yRange: range(samples.load_kN),
+    xLabel: "position (m)", yLabel: "load (kN)" });
+  polyline(c, samples.position_m, samples.load_kN, "card-line", true);
+  return c.svg;
+}
+
+// A picture (the PNG's outline, or the filled input) inside relative axes: a PNG carries no units.
+function imagePlot(dataUrl, what) {
+  const c = chart({ xRange: [0, 1], yRange: [0, 1], xLabel: `position (relative, 0–1 of the ${what})`,
+    yLabel: "load (relative)" });
+  const img = el("image", { href: dataUrl, x: c.box.x0, y: c.box.y0, width: c.box.x1 - c.box.x0,
+    height: c.box.y1 - c.box.y0, preserveAspectRatio: "none", class: "picture" });
+  c.svg.insertBefore(img, c.svg.firstChild.nextSibling);
+  return c.svg;
+}
+
+// The series the network read: position and load (each scaled 0–1) against the sample index, in time order.
+function seriesPlot(series) {
+  const n = series.position.length;
+  const index = Array.from({ length: n }, (_, i) => i);
+  const c = chart({ xRange: [0, n - 1], yRange: [-0.04, 1.04], xLabel: `sample (${n}, in time order, upstroke first)`,
+    yLabel: "scaled 0–1" });
+  polyline(c, index, series.position, "position-line");
+  polyline(c, index, series.load, "load-line");
+  c.svg.append(el("text", { x: c.box.x1 - 4, y: c.box.y0 + 14, class: "legend position-legend", "text-anchor": "end" }, "position"));
+  c.svg.append(el("text", { x: c.box.x1 - 4, y: c.box.y0 + 28, class: "legend load-legend", "text-anchor": "end" }, "load"));
+  return c.svg;
+}
+
+function showFigures(article, body) {
+  const card = article.querySelector(".card-figure");
+  if (body.card_samples) {
+    card.querySelector(".plot").replaceChildren(samplesPlot(body.card_samples));
+    card.querySelector("figcaption").textContent = "the card, from its CSV";
+  } else {
+    card.querySelector(".plot").replaceChildren(imagePlot(body.card_png, "card"));
+    card.querySelector("figcaption").textContent = "the card, as drawn in its PNG";
+  }
+  card.dataset.units = body.card_samples ? "m/kN" : "relative";
+  const seen = article.querySelector(".input-figure");
+  const plots = [];
+  if (body.input_png) plots.push(imagePlot(body.input_png, "filled card"));
+  if (body.input_series) plots.push(seriesPlot(body.input_series));
+  seen.querySelector(".plot").replaceChildren(...plots);
+  const model = body.model.kind;
+  seen.querySelector("figcaption").textContent =
+    body.input_png && body.input_series ? `what the ${model} model read: the filled card and the series`
+      : body.input_png ? `the filled card the ${model} model read`
+        : `the series the ${model} model read (position and load, each scaled 0–1)`;
+  seen.dataset.shows = [body.input_png ? "image" : "", body.input_series ? "series" : ""].filter(Boolean).join("+");
+}
+
+// ------------------------------------------------------------------------------------------ answers
 
 function showError(article, message) {
   article.classList.add("failed");
@@ -60,22 +229,36 @@ function renderBars(container, body) {
     fill.style.display = "block";
     fill.style.width = (100 * p).toFixed(2) + "%";
     track.appendChild(fill);
-    const pct = document.createElement("span");
-    pct.className = "pct";
-    pct.textContent = (100 * p).toFixed(1) + " %";
-    row.append(name, track, pct);
+    const value = document.createElement("span");
+    value.className = "pct";
+    value.textContent = pct(p);
+    row.append(name, track, value);
     container.appendChild(row);
   }
 }
 
-async function classify(file) {
+function needsReview(body) {
+  return "review" in body ? Boolean(body.review) : body.confidence < lowConfidence;
+}
+
+async function classify(card) {
   const article = template.content.firstElementChild.cloneNode(true);
-  article.querySelector(".file").textContent = file.name;
-  article.dataset.file = file.name;
+  counter += 1;
+  const title = card.csv && card.png ? `${card.png.name} + ${card.csv.name}` : (card.png || card.csv).name;
+  article.querySelector(".number").textContent = `#${counter}`;
+  article.querySelector(".file").textContent = title;
+  article.dataset.file = title;
+  article.dataset.number = String(counter);
   article.dataset.state = "pending";
-  results.prepend(article);
+  results.append(article); // oldest first: the list reads in the order the files were given
   const form = new FormData();
-  form.append("file", file, file.name);
+  if (card.png && card.csv) {
+    form.append("file", card.png, card.png.name);
+    form.append("series", card.csv, card.csv.name);
+  } else {
+    const file = card.png || card.csv;
+    form.append("file", file, file.name);
+  }
   let body;
   try {
     const r = await fetch("/classify?include_input=1&top_k=3", { method: "POST", body: form, headers: authHeaders() });
@@ -85,6 +268,7 @@ async function classify(file) {
       const err = body && body.error ? body.error : { code: r.status, message: r.statusText };
       showError(article, `${err.message} (${err.code}, HTTP ${r.status})`);
       article.dataset.state = "error";
+      article.dataset.error = err.code;
       return;
     }
   } catch (e) {
@@ -95,20 +279,46 @@ async function classify(file) {
   article.querySelector(".label").textContent = body.label;
   article.querySelector(".name-zh").textContent = body.name;
   article.querySelector(".name-en").textContent = body.name_en;
-  article.querySelector(".confidence").textContent = `confidence ${(100 * body.confidence).toFixed(1)} %`;
-  article.querySelector("img.card").src = body.card_png;
-  article.querySelector("img.input").src = body.input_png;
+  article.querySelector(".confidence").textContent = `confidence ${pct(body.confidence)}`;
+  const review = needsReview(body);
+  article.querySelector(".review").hidden = !review;
+  article.classList.toggle("unsure", review);
+  showFigures(article, body);
   renderBars(article.querySelector(".bars"), body);
   article.querySelector(".meta").textContent =
-    `${body.input.kind.toUpperCase()} · ${body.model.name} ${body.model.version} · ${body.elapsed_ms.toFixed(1)} ms`;
+    `read: ${body.input.kind.toUpperCase()} · answered by the ${body.model.kind} model ${body.model.name} ` +
+    `${body.model.version} · ${body.elapsed_ms.toFixed(1)} ms`;
   article.dataset.state = "done";
   article.dataset.label = body.label;
+  article.dataset.model = body.model.kind;
 }
 
-async function handleFiles(files) {
-  for (const file of Array.from(files)) {
-    await classify(file); // one at a time: keeps the order and the server load predictable
+// The cards among the files, in the order given: with a dual model, a PNG and a CSV of one name are one card.
+function cardsOf(files) {
+  const cards = [];
+  const byStem = new Map();
+  for (const file of files) {
+    const dot = file.name.lastIndexOf(".");
+    const stem = dot > 0 ? file.name.slice(0, dot) : file.name;
+    const ext = dot > 0 ? file.name.slice(dot + 1).toLowerCase() : "";
+    const kind = ext === "csv" || file.type === "text/csv" ? "csv" : "png";
+    const partner = kinds.includes("dual") ? byStem.get(stem) : undefined;
+    if (partner && !partner[kind]) {
+      partner[kind] = file;
+      continue;
+    }
+    const card = { [kind]: file };
+    cards.push(card);
+    byStem.set(stem, card);
   }
+  return cards;
+}
+
+function handleFiles(files) {
+  const given = Array.from(files);
+  // one at a time: keeps the order and the server load predictable; pairs need to know the models first
+  queue = queue.then(() => modelInfo).then(async () => { for (const card of cardsOf(given)) await classify(card); });
+  return queue;
 }
 
 input.addEventListener("change", () => { handleFiles(input.files); input.value = ""; });
@@ -123,7 +333,7 @@ drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " "
 document.getElementById("token-save").addEventListener("click", () => {
   sessionStorage.setItem(TOKEN_KEY, tokenInput.value.trim());
   tokenBox.hidden = true;
-  loadModel();
+  modelInfo = loadModel();
 });
 
-loadModel();
+let modelInfo = loadModel();
