@@ -7,7 +7,7 @@ ROC-curve, Histogram, Hyper-parameter and Graph tabs) and opens each tab in Chro
 one records file per run folder (the newest), so reading each file with ``LogReader`` is not enough: a second,
 nearly empty file hides the run from the board although every file reads back.
 
-``CARDSENSE_UPDATE_SCREENSHOT=1`` copies the tab screenshots to ``docs/visualdl-*.png``.
+The screenshots in docs/ come from a real run through the same code: ``python -m tests.browser visualdl URL docs/``.
 """
 
 from __future__ import annotations
@@ -26,22 +26,10 @@ import numpy as np
 import pytest
 
 from shared.labels import CODES
-from tests.browser import browser_or_skip, keep_screenshot, start_browser
+from tests.browser import BOARD_TABS, board_screenshots, browser_or_skip, start_browser
 from tests.conftest import REPO, free_port, http
 
 RUN = "board"
-# (page under /app/, text the tab shows once the run's data is there, chart groups to open, docs screenshot)
-TABS = (
-    ("scalar", "holdout", ("train", "holdout"), "visualdl-scalars.png"),
-    ("sample/image", "cards_input/A01", (), "visualdl-samples.png"),
-    ("pr-curve", "holdout_pr", (), "visualdl-pr-curves.png"),
-    ("histogram", "params", (), "visualdl-histograms.png"),
-    ("hyper-parameter", "final/holdout_acc", (), "visualdl-hparams.png"),
-    ("graph/dynamic_graph", RUN, (), "visualdl-graph.png"),
-)
-BLANK = "No visualized data"  # what every tab says when the board reads nothing (locales/en/errors.json)
-
-
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """A folder laid out like a user's: the README's commands run in it."""
@@ -150,29 +138,13 @@ def test_every_tab_has_the_runs_data(board):
 
 def test_each_tab_shows_the_run_in_a_browser(board, tmp_path):
     """Each tab in Chromium: the run's charts are there, the "No visualized data" page is not."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
     browser_or_skip()
     driver = start_browser(1400, 1000)
     try:
-        for page, shown, groups, doc_name in TABS:
-            driver.get(f"{board}/app/{page}")
-            WebDriverWait(driver, 30).until(
-                lambda d: shown in d.find_element(By.TAG_NAME, "body").text, message=f"{page}: {shown!r} never appeared"
-            )
-            for group in groups:  # the scalar tab opens only its first group of charts
-                driver.find_element(By.XPATH, f"//*[normalize-space(text())='{group}']").click()
-            time.sleep(2)  # charts animate in
-            body = driver.find_element(By.TAG_NAME, "body")
-            assert BLANK not in body.text, page
-            charts = driver.find_elements(By.CSS_SELECTOR, "canvas, svg g")
-            assert charts, f"{page}: nothing drawn"
-            shot = tmp_path / doc_name
-            driver.save_screenshot(str(shot))
-            keep_screenshot(shot, doc_name)
+        shots = board_screenshots(driver, board, tmp_path)
     finally:
         driver.quit()
+    assert [p.name for p in shots] == [tab[-1] for tab in BOARD_TABS]
 
 
 def test_a_resumed_writer_continues_the_runs_records_file(tmp_path):
