@@ -65,7 +65,7 @@ def keep_screenshot(shot: Path, name: str) -> None:
 # VisualDL's tabs: (page under /app/, text the tab shows once a run's data is there, chart groups to open,
 # screenshot name). BOARD_BLANK is what a tab says when the board reads nothing (VisualDL's locales/en).
 BOARD_TABS = (
-    ("scalar", "holdout", ("train", "holdout"), "visualdl-scalars.png"),
+    ("scalar", "holdout", ("holdout", "train"), "visualdl-scalars.png"),
     ("sample/image", "cards_input/A01", (), "visualdl-samples.png"),
     ("pr-curve", "holdout_pr", (), "visualdl-pr-curves.png"),
     ("histogram", "params", (), "visualdl-histograms.png"),
@@ -89,9 +89,13 @@ def board_screenshots(driver, board: str, out_dir: Path) -> list[Path]:
         driver.get(f"{board}/app/{page}")
         WebDriverWait(driver, 30).until(lambda d: shown in d.find_element(By.TAG_NAME, "body").text,
                                         message=f"{page}: {shown!r} never appeared")
-        for group in groups:  # the scalar tab opens only its first group of charts
-            driver.find_element(By.XPATH, f"//*[normalize-space(text())='{group}']").click()
+        headers = [driver.find_element(By.XPATH, f"//*[normalize-space(text())='{g}']") for g in groups]
+        for header in headers:  # the scalar tab opens only its first group of charts
+            header.click()
         time.sleep(2)  # charts animate in
+        if headers:  # the screenshot starts at the first group opened
+            driver.execute_script("arguments[0].scrollIntoView(); window.scrollBy(0, -70);", headers[0])
+            time.sleep(0.5)
         assert BOARD_BLANK not in driver.find_element(By.TAG_NAME, "body").text, page
         assert driver.find_elements(By.CSS_SELECTOR, "canvas, svg g"), f"{page}: nothing drawn"
         shot = Path(out_dir) / name
