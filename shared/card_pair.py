@@ -5,8 +5,8 @@ it would answer for a card that does not exist. :func:`check_pair` lays the CSV'
 (each scaled linearly into the outline's bounding box, so the PNG's own margins, axes and line width do not
 matter) and measures how much of each lies on the other (:func:`outline_agreement`).
 
-How the threshold was chosen (``/tmp``-only script over ``data/field/field-cards.csv``; its loop is in
-``tests/test_card_pair.py``, smaller): 300 random field cards drawn with ``shared.cards.render_card_ink`` at
+How the threshold was chosen (a one-off script over ``data/field/field-cards.csv``, not kept;
+``tests/test_card_pair.py`` repeats the measurement on 60 cards): 300 random field cards drawn with ``shared.cards.render_card_ink`` at
 margins 2-24 px and line widths 1-7 px, each against its own samples and 1,500 random PNG/CSV pairs of two
 different cards. Every true pair agreed at 1.00; the mismatched pairs at median 0.35 (same condition) and
 0.29 (other conditions), at most 0.97. At :data:`MIN_PAIR_AGREEMENT` = 0.9 no true pair is refused and 4 of
