@@ -15,11 +15,15 @@ broken model stops the process at start-up rather than at the first request.
 
 Thread safety: a Paddle predictor is not thread-safe (shared input/output handles return other
 requests' outputs). The predictor keeps a pool of ``predictor.clone()`` objects (they share the
-weights), one per serving thread; a call takes one from the pool and gives it back.
+weights); a call takes one from the pool and gives it back. Clones used concurrently from several
+threads still fail now and then inside ``predictor.run()`` (``RuntimeError: std::exception``, about
+1 % of calls with 6 threads on 2 clones), and ``run()`` holds the GIL anyway: the service therefore
+makes every call from one thread (:mod:`serving.batcher`) and keeps one clone.
 
 Batch shapes: every batch is padded up to the next of the configured ``batch_sizes`` and larger
 batches are split, so only warmed-up shapes ever reach oneDNN (each new shape costs a slow first run
-and a cache entry).
+and a cache entry). The service warms every size from 1 to its largest batch, so the dynamic batcher's
+calls are never padded (:class:`serving.config.ServingConfig`).
 """
 
 from __future__ import annotations
@@ -300,6 +304,24 @@ class Predictor:
                     f"{self.model_dir}: the network output is not softmax probabilities "
                     f"(row sums {sums[:3].round(4).tolist()}); export it with a softmax head"
                 )
+
+    def warm_up(self) -> None:
+        """Run every batch shape once on every clone, from the calling thread.
+
+        Construction already warms up (and checks) every shape from the constructing thread; oneDNN keeps
+        its primitive cache per thread, so a thread that will make the calls -- the service's batcher
+        (:mod:`serving.batcher`) -- warms up again on itself, or each shape's first call there is slow.
+
+        Raises:
+            StartupError: a warm-up run failed.
+        """
+        clones = [self._pool.get() for _ in range(self.pool_size)]
+        try:
+            for clone in clones:
+                self._warm_up(clone)
+        finally:
+            for clone in clones:
+                self._pool.put(clone)
 
     # ---------------------------------------------------------------------------------- inference
 
