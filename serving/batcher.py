@@ -16,9 +16,11 @@ anything is queued) and hands the prepared input to the worker's :class:`Batcher
 
 Why one thread owns the predictors:
 
-* Paddle Inference predictor clones run concurrently from several threads sometimes fail inside
-  ``predictor.run()`` (``RuntimeError: std::exception``; 6 threads x 40 calls on 2 clones: about 1 % of
-  calls, none with one clone). With the batcher no two Paddle calls of a worker ever overlap.
+* Paddle Inference predictor clones used from several threads sometimes fail inside ``predictor.run()``
+  (``RuntimeError: std::exception``; 6 threads x 40 calls on 2 clones: about 1 % of calls, none with one
+  clone) -- even one thread after another, when a new thread uses clones in turn. The batcher pins one
+  clone per predictor (:meth:`serving.predictor.Predictor.pin`) and makes every call from its own
+  long-lived thread: no two Paddle calls of a worker overlap, and no clone changes hands.
 * ``predictor.run()`` holds the GIL for the whole call (measured: a sleeping thread wakes only when the
   call ends), so several threads calling Paddle never ran in parallel anyway; and oneDNN keeps its
   primitive cache per thread, so one thread warms each batch shape once (:meth:`Batcher.start` re-runs the
@@ -196,6 +198,7 @@ class Batcher:
         self.thread_ident = threading.get_ident()
         try:
             for predictor in self.predictors.values():
+                predictor.pin()  # one clone, used from this thread only (Predictor.pin says why)
                 predictor.warm_up()  # oneDNN caches primitives per thread: warm this one
         except BaseException as exc:  # noqa: BLE001 - reported by start()
             failure.append(exc)
@@ -209,6 +212,8 @@ class Batcher:
                     self._cond.wait()
                 if not any(self._queues.values()):  # closing and drained
                     self._running = False
+                    for predictor in self.predictors.values():
+                        predictor.unpin()
                     return
                 kind = self._oldest_kind()
                 batch = self._take(kind)
