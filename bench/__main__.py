@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.common import REPO, load, machine
 
-PARTS = ("batch", "serve", "train")
+PARTS = ("batch", "serve", "train", "limit")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -38,12 +38,14 @@ def settings(quick: bool, repeats: int | None) -> dict:
         return {"per_class": 4, "batch": {"headline": 48, "sizes": [], "repeats": repeats or 1,
                                           "baseline_repeats": 1},
                 "serve": {"concurrencies": [1, 8], "seconds": 1.0, "repeats": repeats or 1, "server_requests": 10},
-                "train": {"per_class": 4, "epochs": 1, "steps": 1, "repeats": 1}}
+                "train": {"per_class": 4, "epochs": 1, "steps": 1, "repeats": 1},
+                "limit": {"cards": 24}}
     r = repeats or 3
     return {"per_class": 100, "batch": {"headline": 5000, "sizes": [1000, 20000], "repeats": r,
                                         "baseline_repeats": 1},
-            "serve": {"concurrencies": [1, 8, 32], "seconds": 10.0, "repeats": r, "server_requests": 300},
-            "train": {"per_class": 100, "epochs": 1, "steps": 6, "repeats": 2}}
+            "serve": {"concurrencies": [1, 8, 16, 32], "seconds": 10.0, "repeats": r, "server_requests": 300},
+            "train": {"per_class": 100, "epochs": 1, "steps": 6, "repeats": 2},
+            "limit": {"cards": 300}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,12 +83,17 @@ def main(argv: list[str] | None = None) -> int:
     if "serve" in only:
         from bench.serve import bench_serve  # noqa: PLC0415
 
-        part("serve", lambda: bench_serve(args.model, workers=2, threads=1, per_class=cfg["per_class"], log=log,
-                                          **cfg["serve"]))
+        # The shipped layout (serving/config.py defaults, chosen by measurement: docs/SERVING.md).
+        part("serve", lambda: bench_serve(args.model, workers=None, threads=None, per_class=cfg["per_class"],
+                                          log=log, **cfg["serve"]))
     if "train" in only:
         from bench.train import bench_train  # noqa: PLC0415
 
         part("train", lambda: bench_train(log=log, **cfg["train"]))
+    if "limit" in only:
+        from bench.limit import bench_limit  # noqa: PLC0415
+
+        part("limit", lambda: bench_limit(args.model, per_class=cfg["per_class"], log=log, **cfg["limit"]))
     results["minutes"] = round((time.perf_counter() - t0) / 60, 1)
     results["load_end"] = load()
     from bench.report import render  # noqa: PLC0415

@@ -60,9 +60,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def default_workers(cores: int | None = None) -> int:
-    """One worker per two cores (each runs ``threads`` predictor clones), at least one."""
+    """One worker per core, at least one.
+
+    A worker cannot use more than about one core: Paddle's ``predictor.run()`` holds the GIL, so its threads'
+    Python, OpenCV calls and the network take turns. Its threads keep several requests in flight, whose
+    cards the worker's batcher runs together (docs/SERVING.md, "Batching").
+    """
     cores = cores or os.cpu_count() or 1
-    return max(1, cores // 2)
+    return max(1, cores)
 
 
 @dataclass(frozen=True)
@@ -77,10 +82,10 @@ class ServingConfig:
     tensorrt: bool = False
     trt_cache_dir: Path | None = None
     cpu_threads: int = 1
-    threads: int = 2
+    threads: int = 8  # requests in flight per worker: the most cards its batcher can group (docs/SERVING.md)
     # Every size up to the largest batch is warmed up, so the dynamic batcher never pads (serving.batcher).
     batch_sizes: tuple[int, ...] = tuple(range(1, 17))
-    max_wait_ms: float = 0.0  # the batcher never holds a lone request; see serving/batcher.py
+    max_wait_ms: float = 5.0  # a call waits this long at most for cards still being prepared (serving/batcher.py)
     max_upload_mb: float = 8.0
     max_batch_upload_mb: float = 64.0
     max_batch_cards: int = 1000
@@ -125,7 +130,7 @@ class ServingConfig:
             tensorrt=_bool(env, "CARDSENSE_TENSORRT", False),
             trt_cache_dir=Path(trt_cache) if trt_cache else None,
             cpu_threads=_int(env, "CARDSENSE_CPU_THREADS", 1),
-            threads=_int(env, "CARDSENSE_THREADS", 2),
+            threads=_int(env, "CARDSENSE_THREADS", cls.threads),
             batch_sizes=sizes,
             max_wait_ms=_wait_ms(env),
             max_upload_mb=_float(env, "CARDSENSE_MAX_UPLOAD_MB", 8.0),

@@ -77,7 +77,11 @@ class ModelSet:
             CardError: no loaded model reads the card (``serving.routing.UnusableCard``: the routed model
                 cannot read it).
         """
-        kind, used, x = self.router.prepare(png, csv)
+        if self.batcher is None:
+            kind, used, x = self.router.prepare(png, csv)
+        else:
+            with self.batcher.preparing():  # a call that is not full waits for this card (serving.batcher)
+                kind, used, x = self.router.prepare(png, csv)
         return self.by_kind[kind], used, x
 
     def start_batcher(self, max_batch: int, max_wait_ms: float = 0.0, observer: BatchObserver | None = None) -> Batcher:

@@ -179,10 +179,14 @@ class Predictor:
             raise StartupError(f"{self.model_dir}: Paddle cannot load the network: {exc}") from exc
         self._network_inputs = self._bind_network_inputs(first.get_input_names())
         self._output_name = first.get_output_names()[0]
+        # Only the first clone is warmed (and checked) here: oneDNN caches its primitives per thread, so a warm-up
+        # on this thread would not spare the threads that use the other clones their first slow runs, and the
+        # service's batcher uses one clone only (pin()). Each other clone is warmed when first borrowed.
+        self._warm_up(first)
         clones = [first] + [first.clone() for _ in range(max(1, pool_size) - 1)]
+        self._warmed = {id(first)}
         self._pool: queue.Queue = queue.Queue()
         for clone in clones:
-            self._warm_up(clone)
             self._pool.put(clone)
         self.pool_size = len(clones)
         self._pinned: Any | None = None  # the one clone every call uses once pin() was called
@@ -325,6 +329,7 @@ class Predictor:
         try:
             for clone in clones:
                 self._warm_up(clone)
+                self._warmed.add(id(clone))
         finally:
             for clone in clones:
                 self._pool.put(clone)
@@ -367,6 +372,9 @@ class Predictor:
                     return
         predictor = self._pool.get()
         try:
+            if id(predictor) not in self._warmed:  # its first use (see __init__)
+                self._warm_up(predictor)
+                self._warmed.add(id(predictor))
             yield predictor
         finally:
             self._pool.put(predictor)

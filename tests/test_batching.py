@@ -14,9 +14,14 @@ import pytest
 
 from serving.batcher import Batcher, BatcherClosed, PredictionFailed
 from serving.config import ConfigError, ServingConfig
+from serving.model_set import ModelSet
 from serving.predictor import Predictor
 from serving.routing import Router
+from shared.cards import CardError
 from tests.conftest import CARD_KINDS, card_png
+
+
+PNGS = [card_png(kind, seed) for seed in range(4) for kind in CARD_KINDS]
 
 
 class RecordingPredictor(Predictor):
@@ -39,7 +44,7 @@ def recording(tiny_model) -> RecordingPredictor:
 @pytest.fixture(scope="module")
 def prepared(recording) -> list[dict]:
     router = Router((recording.inputs,))
-    return [router.prepare(card_png(kind, seed), None).input for seed in range(4) for kind in CARD_KINDS]
+    return [router.prepare(png, None).input for png in PNGS]
 
 
 @pytest.fixture(scope="module")
@@ -154,30 +159,76 @@ def test_close_answers_everything_queued_then_refuses(recording, prepared, singl
         batcher.predict_cards("image", [prepared[0]])
 
 
-def test_lone_requests_are_never_held_even_with_a_max_wait(recording, prepared):
+def through_the_model_set(models: ModelSet, threads: int, rounds: int = 3) -> tuple[list, list]:
+    """Clients that prepare each card and ask for its answer, as the app does: ``(answers, errors)``."""
+    answers: list[tuple[int, np.ndarray]] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def client(offset: int) -> None:
+        start.wait()
+        for step in range(rounds * len(PNGS) // threads):
+            i = (offset * 3 + step) % len(PNGS)
+            try:
+                predictor, _, x = models.prepare(PNGS[i], None)
+                row = models.predict_cards(predictor.kind, [x])[0]
+            except BaseException as exc:  # noqa: BLE001
+                with lock:
+                    errors.append(exc)
+                continue
+            with lock:
+                answers.append((i, row))
+
+    workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return answers, errors
+
+
+def test_lone_requests_are_never_held_even_with_a_max_wait(recording):
     """One client at a time: every call runs at once, whatever CARDSENSE_MAX_WAIT_MS says."""
-    batcher = Batcher({"image": recording}, max_batch=16, max_wait_ms=1000).start()
+    models = ModelSet([recording])
+    batcher = models.start_batcher(max_batch=16, max_wait_ms=1000)
     try:
-        for x in prepared:
-            batcher.predict_cards("image", [x])
+        answers, errors = through_the_model_set(models, threads=1)
+        assert errors == [] and len(answers) == 3 * len(PNGS)
         assert batcher.held_calls == 0
-        assert batcher.calls == len(prepared)
+        assert batcher.calls == len(answers)
     finally:
-        batcher.close()
+        models.close()
 
 
-def test_max_wait_holds_calls_only_under_load(recording, prepared, single_answers):
-    batcher = Batcher({"image": recording}, max_batch=16, max_wait_ms=5).start()
+def test_calls_wait_for_cards_being_prepared_only_under_load(recording, single_answers):
+    models = ModelSet([recording])
+    batcher = models.start_batcher(max_batch=16, max_wait_ms=20)
     try:
         for _ in range(5):
-            answers, errors = run_concurrently(batcher, prepared)
+            answers, errors = through_the_model_set(models, threads=8)
             assert errors == []
-            assert all(np.array_equal(row, single_answers[i]) for i, rows in answers.items() for row in rows)
+            assert all(np.array_equal(row, single_answers[i]) for i, row in answers)
             if batcher.held_calls:
                 break
         assert batcher.held_calls > 0
+        assert batcher.calls < len(answers)  # held calls took more than one request
     finally:
-        batcher.close()
+        models.close()
+
+
+def test_a_bad_card_withdraws_its_announcement(recording):
+    """A card that fails while it is prepared does not leave the batcher waiting for it."""
+    models = ModelSet([recording])
+    batcher = models.start_batcher(max_batch=16, max_wait_ms=1000)
+    try:
+        with pytest.raises(CardError):
+            models.prepare(b"not a png", None)
+        predictor, _, x = models.prepare(PNGS[0], None)
+        models.predict_cards(predictor.kind, [x])
+        assert batcher.held_calls == 0
+    finally:
+        models.close()
 
 
 def test_unknown_kind_and_bad_settings_are_refused(recording):
@@ -199,7 +250,7 @@ def test_batching_settings_from_the_environment():
     assert ServingConfig.from_env({"CARDSENSE_MAX_BATCH": "4"}).batch_sizes == (1, 2, 3, 4)
     assert ServingConfig.from_env({"CARDSENSE_BATCH_SIZES": "1,8"}).max_batch == 8
     assert ServingConfig.from_env({"CARDSENSE_MAX_WAIT_MS": "2.5"}).max_wait_ms == 2.5
-    assert ServingConfig.from_env({}).max_wait_ms == 0.0
+    assert ServingConfig.from_env({"CARDSENSE_MAX_WAIT_MS": "0"}).max_wait_ms == 0.0
     for bad in ({"CARDSENSE_MAX_BATCH": "4", "CARDSENSE_BATCH_SIZES": "1,4"}, {"CARDSENSE_MAX_BATCH": "0"},
                 {"CARDSENSE_MAX_BATCH": "1000"}, {"CARDSENSE_MAX_WAIT_MS": "soon"}, {"CARDSENSE_MAX_WAIT_MS": "-1"},
                 {"CARDSENSE_MAX_WAIT_MS": "5000"}):
