@@ -89,6 +89,16 @@ def render(r: dict) -> str:
     lim = r.get("limit")
     if lim:
         out += render_limit(lim, r)
+    lay = r.get("layout")
+    if lay:
+        out += [f"## 5. Layouts (`/classify` at c={lay[0]['concurrency']}; medians of interleaved runs)", "",
+                "| workers × threads | max wait ms | req/s | p50 ms | p99 ms | errors | CPU ms / request | cards per call "
+                "| load |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for row in lay:
+            out.append(f"| {row['workers']} × {row['threads']} | {row['max_wait_ms']:g} | {_f(row['req_s'])} | "
+                       f"{_f(row['p50_ms'], 1)} | {_f(row['p99_ms'], 1)} | {row['errors']} | "
+                       f"{_f(row['cpu_ms_per_request'], 2)} | {_f(row['mean_batch'], 1)} | {', '.join(row['loads'])} |")
+        out.append("")
     for name, error in (r.get("failed") or {}).items():
         out += [f"**{name} benchmark failed** in this run:", "", "```", error.strip()[-1500:], "```", ""]
     if NOTES.is_file():

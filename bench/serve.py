@@ -43,7 +43,8 @@ class Server:
         """``workers``/``threads`` None: the service's shipped layout (``serving/config.py`` defaults)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CARDSENSE_") or k == "CARDSENSE_CACHE"}
+        keep = ("CARDSENSE_CACHE", "CARDSENSE_MAX_WAIT_MS")  # the data cache; a layout sweep's setting
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CARDSENSE_") or k in keep}
         env["PYTHONPATH"] = str(REPO)
         self.log = tempfile.TemporaryFile("w+")
         self.workers = workers or 1
@@ -231,3 +232,39 @@ def bench_serve(model: str, concurrencies: list[int], seconds: float, repeats: i
         for server in servers.values():
             server.stop()
     return out
+
+
+LAYOUTS = ((2, 8, 5.0), (2, 8, 0.0), (2, 4, 5.0), (3, 4, 5.0), (2, 16, 5.0), (1, 16, 5.0))
+
+
+def bench_layouts(model: str, concurrency: int = 16, seconds: float = 10.0, repeats: int = 2,
+                  layouts=LAYOUTS, per_class: int = 100, log=print) -> list[dict]:
+    """``/classify`` at one concurrency for several ``(workers, threads, max wait ms)``: how the default was chosen.
+
+    One server at a time (they would compete for the cores), the layouts interleaved over ``repeats``; per
+    layout the median req/s, p99, server CPU per request and cards per call.
+    """
+    card_paths = base_cards(per_class)[::12][:100] or base_cards(per_class)
+    loader = load_wrk if shutil.which("wrk") else load_python
+    runs: dict[tuple, list[dict]] = {layout: [] for layout in layouts}
+    for _ in range(repeats):
+        for workers, threads, wait in layouts:
+            os.environ["CARDSENSE_MAX_WAIT_MS"] = str(wait)
+            try:
+                server = Server("service", model, workers, threads)
+            finally:
+                os.environ.pop("CARDSENSE_MAX_WAIT_MS", None)
+            try:
+                loader(server.url, card_paths, concurrency, 2.0)  # warm every worker and thread
+                r = measured_load(server, loader, card_paths, concurrency, seconds)
+            finally:
+                server.stop()
+            r["load"] = load()
+            runs[(workers, threads, wait)].append(r)
+            log(f"  layout {workers}x{threads} wait {wait:g} ms c={concurrency}: {r['req_s']:.0f} req/s p99 "
+                f"{r['p99_ms']:.1f} ms errors {r['errors']}, {r['cpu_ms_per_request']:.2f} CPU ms/request, "
+                f"{r['mean_batch']:.2f} cards per call (load {r['load']})")
+    return [{"workers": w, "threads": t, "max_wait_ms": wait, "concurrency": concurrency,
+             **{k: median([r[k] for r in rs]) for k in ("req_s", "p50_ms", "p99_ms", "cpu_ms_per_request", "mean_batch")},
+             "errors": sum(r["errors"] for r in rs), "loads": [r["load"] for r in rs]}
+            for (w, t, wait), rs in runs.items()]

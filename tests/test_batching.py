@@ -53,25 +53,26 @@ def single_answers(recording, prepared) -> np.ndarray:
     return np.stack([recording.predict_cards([x])[0] for x in prepared])
 
 
-def run_concurrently(batcher: Batcher, prepared: list[dict], threads: int = 8, rounds: int = 6):
-    """``threads`` clients each send every card once per round; returns ``{card index: [answers]}`` and errors."""
-    answers: dict[int, list[np.ndarray]] = {i: [] for i in range(len(prepared))}
+def concurrently(answer, threads: int = 8, rounds: int = 6) -> tuple[list[tuple[int, np.ndarray]], list]:
+    """``threads`` clients each ask ``answer(i)`` for card ``i`` of :data:`PNGS`, every card ``rounds`` times
+    over all clients; returns ``([(card index, answer row)], [errors])``."""
+    answers: list[tuple[int, np.ndarray]] = []
     errors: list[BaseException] = []
     lock = threading.Lock()
     start = threading.Barrier(threads)
 
     def client(offset: int) -> None:
         start.wait()
-        for step in range(rounds * len(prepared) // threads):
-            i = (offset * 3 + step) % len(prepared)
+        for step in range(rounds * len(PNGS) // threads):
+            i = (offset * 3 + step) % len(PNGS)
             try:
-                row = batcher.predict_cards("image", [prepared[i]])[0]
+                row = answer(i)
             except BaseException as exc:  # noqa: BLE001 - every error is a test failure, collected
                 with lock:
                     errors.append(exc)
                 continue
             with lock:
-                answers[i].append(row)
+                answers.append((i, row))
 
     workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
     for w in workers:
@@ -81,17 +82,25 @@ def run_concurrently(batcher: Batcher, prepared: list[dict], threads: int = 8, r
     return answers, errors
 
 
+def through_the_model_set(models: ModelSet, threads: int, rounds: int = 3) -> tuple[list, list]:
+    """Clients that prepare each card and ask for its answer, as the app does."""
+    def answer(i: int) -> np.ndarray:
+        predictor, _, x = models.prepare(PNGS[i], None)
+        return models.predict_cards(predictor.kind, [x])[0]
+
+    return concurrently(answer, threads, rounds)
+
+
 def test_concurrent_requests_share_calls_and_get_their_single_card_answers(recording, prepared, single_answers):
     batcher = Batcher({"image": recording}, max_batch=16).start()
     try:
         recording.calls.clear()
         grouped = 0
         for _ in range(5):  # grouping depends on threads overlapping; five rounds of 8 clients always did
-            answers, errors = run_concurrently(batcher, prepared)
+            answers, errors = concurrently(lambda i: batcher.predict_cards("image", [prepared[i]])[0])
             assert errors == []
-            for i, rows in answers.items():
-                for row in rows:
-                    assert np.array_equal(row, single_answers[i]), f"card {i} answered differently in a batch"
+            for i, row in answers:
+                assert np.array_equal(row, single_answers[i]), f"card {i} answered differently in a batch"
             grouped = sum(1 for _, cards in recording.calls if cards > 1)
             if grouped:
                 break
@@ -157,35 +166,6 @@ def test_close_answers_everything_queued_then_refuses(recording, prepared, singl
         assert np.array_equal(results[i][0], single_answers[i]), f"request {i} was lost in the drain"
     with pytest.raises(BatcherClosed):
         batcher.predict_cards("image", [prepared[0]])
-
-
-def through_the_model_set(models: ModelSet, threads: int, rounds: int = 3) -> tuple[list, list]:
-    """Clients that prepare each card and ask for its answer, as the app does: ``(answers, errors)``."""
-    answers: list[tuple[int, np.ndarray]] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-    start = threading.Barrier(threads)
-
-    def client(offset: int) -> None:
-        start.wait()
-        for step in range(rounds * len(PNGS) // threads):
-            i = (offset * 3 + step) % len(PNGS)
-            try:
-                predictor, _, x = models.prepare(PNGS[i], None)
-                row = models.predict_cards(predictor.kind, [x])[0]
-            except BaseException as exc:  # noqa: BLE001
-                with lock:
-                    errors.append(exc)
-                continue
-            with lock:
-                answers.append((i, row))
-
-    workers = [threading.Thread(target=client, args=(t,)) for t in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return answers, errors
 
 
 def test_lone_requests_are_never_held_even_with_a_max_wait(recording):
