@@ -120,7 +120,6 @@ class Batcher:
         self._preparing = 0  # cards the app's threads are preparing now (preparing())
         self._cond = threading.Condition()
         self._closing = False
-        self._running = False
         self._thread: threading.Thread | None = None
         self.calls = 0  # predictor calls made
         self.held_calls = 0  # calls held back (max_wait_ms) for more requests
@@ -143,7 +142,7 @@ class Batcher:
         if failure:
             raise RuntimeError(f"the batcher could not warm up its predictors: {failure[0]}") from failure[0]
         # Drain at interpreter exit (gunicorn's graceful stop has let in-flight requests finish by then);
-        # a weak reference, so a batcher an app no longer uses can still be collected.
+        # through a weak reference, so the exit hook never keeps a stopped batcher alive.
         ref = weakref.ref(self)
         atexit.register(lambda: (b := ref()) is not None and b.close())
         return self
@@ -224,14 +223,12 @@ class Batcher:
             failure.append(exc)
             ready.set()
             return
-        self._running = True
         ready.set()
         while True:
             with self._cond:
                 while not self._closing and not any(self._queues.values()):
                     self._cond.wait()
                 if not any(self._queues.values()):  # closing and drained
-                    self._running = False
                     for predictor in self.predictors.values():
                         predictor.unpin()
                     return
