@@ -3,6 +3,7 @@
     python -m bench                 # full run (about 20-30 minutes on 2 cores)
     python -m bench --quick         # smoke run (tiny sizes, about a minute; what CI may run)
     python -m bench --only batch,serve --model models/default --out /tmp/BENCH.md
+    python -m bench --only layout   # /classify at c=16 for several workers x threads layouts
 
 Every figure is paired with a baseline measured in the same invocation on the same data, and
 repeats are interleaved (baseline, ours, baseline, ours ...), because the machine is shared and its
@@ -19,13 +20,15 @@ from pathlib import Path
 
 from bench.common import REPO, load, machine
 
-PARTS = ("batch", "serve", "train")
+PARTS = ("batch", "serve", "train", "limit", "layout")
+DEFAULT_PARTS = ("batch", "serve", "train", "limit")  # "layout" (a sweep of worker x thread layouts) on request
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny smoke run (seconds, not minutes)")
-    p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated subset of {', '.join(PARTS)}")
+    p.add_argument("--only", default=",".join(DEFAULT_PARTS),
+                   help=f"comma-separated subset of {', '.join(PARTS)} (default: all but layout)")
     p.add_argument("--model", default=str(REPO / "models" / "default"), help="exported model folder")
     p.add_argument("--out", default=str(REPO / "docs" / "BENCHMARKS.md"), help="Markdown report to write")
     p.add_argument("--json", default=None, help="also write the raw results as JSON")
@@ -38,12 +41,16 @@ def settings(quick: bool, repeats: int | None) -> dict:
         return {"per_class": 4, "batch": {"headline": 48, "sizes": [], "repeats": repeats or 1,
                                           "baseline_repeats": 1},
                 "serve": {"concurrencies": [1, 8], "seconds": 1.0, "repeats": repeats or 1, "server_requests": 10},
-                "train": {"per_class": 4, "epochs": 1, "steps": 1, "repeats": 1}}
+                "train": {"per_class": 4, "epochs": 1, "steps": 1, "repeats": 1},
+                "limit": {"cards": 24},
+                "layout": {"concurrency": 8, "seconds": 1.0, "repeats": 1}}
     r = repeats or 3
     return {"per_class": 100, "batch": {"headline": 5000, "sizes": [1000, 20000], "repeats": r,
                                         "baseline_repeats": 1},
-            "serve": {"concurrencies": [1, 8, 32], "seconds": 10.0, "repeats": r, "server_requests": 300},
-            "train": {"per_class": 100, "epochs": 1, "steps": 6, "repeats": 2}}
+            "serve": {"concurrencies": [1, 8, 16, 32], "seconds": 10.0, "repeats": r, "server_requests": 300},
+            "train": {"per_class": 100, "epochs": 1, "steps": 6, "repeats": 2},
+            "limit": {"cards": 300},
+            "layout": {"concurrency": 16, "seconds": 10.0, "repeats": 2}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,12 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     if "serve" in only:
         from bench.serve import bench_serve  # noqa: PLC0415
 
-        part("serve", lambda: bench_serve(args.model, workers=2, threads=1, per_class=cfg["per_class"], log=log,
-                                          **cfg["serve"]))
+        # The shipped layout (serving/config.py defaults, chosen by measurement: docs/SERVING.md).
+        part("serve", lambda: bench_serve(args.model, workers=None, threads=None, per_class=cfg["per_class"],
+                                          log=log, **cfg["serve"]))
     if "train" in only:
         from bench.train import bench_train  # noqa: PLC0415
 
         part("train", lambda: bench_train(log=log, **cfg["train"]))
+    if "limit" in only:
+        from bench.limit import bench_limit  # noqa: PLC0415
+
+        part("limit", lambda: bench_limit(args.model, per_class=cfg["per_class"], log=log, **cfg["limit"]))
+    if "layout" in only:
+        from bench.serve import bench_layouts  # noqa: PLC0415
+
+        part("layout", lambda: bench_layouts(args.model, per_class=cfg["per_class"], log=log, **cfg["layout"]))
     results["minutes"] = round((time.perf_counter() - t0) / 60, 1)
     results["load_end"] = load()
     from bench.report import render  # noqa: PLC0415

@@ -57,16 +57,18 @@ def render(r: dict) -> str:
     s = r.get("serve")
     if s:
         svc, base = s["service"], s["baseline"]
-        out += [f"## 2. `POST /classify` (gunicorn {s['workers']} workers × {s['threads']} thread on loopback; "
-                f"load: {s['generator']}, {s['seconds']:g} s per run)", "",
-                "| concurrency | service req/s | p50 ms | p95 ms | p99 ms | errors | baseline req/s | p50 ms | p99 ms "
-                "| errors | req/s ratio |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        out += [f"## 2. `POST /classify` (gunicorn {s['workers']} workers × {s['threads']} threads on loopback, "
+                f"dynamic batching; load: {s['generator']}, {s['seconds']:g} s per run)", "",
+                "| concurrency | service req/s | p50 ms | p95 ms | p99 ms | errors | CPU ms / request | cards per call "
+                "| baseline req/s | p50 ms | p99 ms | errors | CPU ms / request | req/s ratio | load |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for c in [k for k in svc if k.isdigit()]:
             a, z = svc[c], base.get(c, {})
             out.append(f"| {c} | {_f(a['req_s'])} | {_f(a['p50_ms'], 1)} | {_f(a['p95_ms'], 1)} | "
-                       f"{_f(a['p99_ms'], 1)} | {a['errors']} | {_f(z.get('req_s'))} | {_f(z.get('p50_ms'), 1)} | "
-                       f"{_f(z.get('p99_ms'), 1)} | {z.get('errors', '–')} | {_ratio(a['req_s'], z.get('req_s'))} |")
+                       f"{_f(a['p99_ms'], 1)} | {a['errors']} | {_f(a.get('cpu_ms_per_request'), 2)} | "
+                       f"{_f(a.get('mean_batch'), 1)} | {_f(z.get('req_s'))} | {_f(z.get('p50_ms'), 1)} | "
+                       f"{_f(z.get('p99_ms'), 1)} | {z.get('errors', '–')} | {_f(z.get('cpu_ms_per_request'), 2)} | "
+                       f"{_ratio(a['req_s'], z.get('req_s'))} | {a.get('load', '–')} |")
         out += ["", f"Server time at concurrency 1 (the service's own `elapsed_ms`, sequential client): "
                 f"p50 **{_f(svc['c1_server']['server_p50_ms'], 2)} ms**, p95 {_f(svc['c1_server']['server_p95_ms'], 2)} ms "
                 f"(round trip p50 {_f(svc['c1_server']['client_p50_ms'], 2)} ms); baseline p50 "
@@ -84,11 +86,70 @@ def render(r: dict) -> str:
                        f"{_f(row['notebook_samples_s'], 1)} | {_ratio(row['cli_samples_s'], row['notebook_samples_s'])} | "
                        f"{_ratio(multi, row['notebook_samples_s']) if multi else '–'} |")
         out.append("")
+    lim = r.get("limit")
+    if lim:
+        out += render_limit(lim, r)
+    lay = r.get("layout")
+    if lay:
+        out += [f"## 5. Layouts (`/classify` at c={lay[0]['concurrency']}; medians of interleaved runs)", "",
+                "| workers × threads | max wait ms | req/s | p50 ms | p99 ms | errors | CPU ms / request | cards per call "
+                "| load |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for row in lay:
+            out.append(f"| {row['workers']} × {row['threads']} | {row['max_wait_ms']:g} | {_f(row['req_s'])} | "
+                       f"{_f(row['p50_ms'], 1)} | {_f(row['p99_ms'], 1)} | {row['errors']} | "
+                       f"{_f(row['cpu_ms_per_request'], 2)} | {_f(row['mean_batch'], 1)} | {', '.join(row['loads'])} |")
+        out.append("")
     for name, error in (r.get("failed") or {}).items():
         out += [f"**{name} benchmark failed** in this run:", "", "```", error.strip()[-1500:], "```", ""]
     if NOTES.is_file():
         out += [NOTES.read_text(encoding="utf-8").rstrip(), ""]
     return "\n".join(out)
+
+
+def render_limit(lim: dict, r: dict) -> list[str]:
+    """Section 4: the unavoidable cost of a card on this machine against what each path spends."""
+    st, net = lim["stages_ms"], lim["network_ms"]
+    fl = lim.get("flops") or {}
+    macs = fl.get("macs")
+    mhz = lim.get("cpu_mhz")
+    # One core's FP32 peak: two 256-bit FMA pipes = 32 FLOP per cycle (AVX2, and Zen 4's double-pumped AVX-512).
+    peak = 32 * mhz * 1e6 if mhz else None
+    flop_ms = 2 * macs / peak * 1000 if macs and peak else None
+    best = min(net, key=lambda b: net[b])
+    path_16 = st["decode"] + st["fill"] + st["scale"] + net.get("16", net[best])
+    floor = st["inflate"] + net.get("16", net[best])
+    out = [f"## 4. The limit (CPU ms per card on one core, medians over {lim['cards']} simulated cards)", "",
+           "| stage | CPU ms per card | unavoidable? |", "|---|---:|---|",
+           f"| PNG inflate of the image data (ISA-L, all four channels) | {_f(st['inflate'], 3)} | yes: every byte must "
+           "be inflated to reach the alpha |",
+           f"| decode: header, CRCs, inflate, alpha plane, checks (`decode_card_png`) | {_f(st['decode'], 3)} | "
+           "the inflate; the rest is overhead |",
+           f"| fill (`filled_card`: close, flood fill, line width, centre, crop + resize, line) | {_f(st['fill'], 3)} | "
+           "no (a cheaper fill is a new preprocessing version) |",
+           f"| scale into the batch (`stack_inputs`) | {_f(st['scale'], 3)} | no |"]
+    for b in sorted(net, key=int):
+        out.append(f"| network at batch {b} (1 oneDNN thread) | {_f(net[b], 3)} | "
+                   f"{'the network at the batch the paths run' if b in ('8', '16') else ''} |")
+    if flop_ms:
+        out.append(f"| network FLOPs: {macs / 1e6:.1f} M multiply-adds = {2 * macs / 1e6:.1f} MFLOP per card "
+                   f"({fl.get('architecture')}), at one core's FP32 peak ({mhz / 1000:.2f} GHz × 32 FLOP/cycle) | "
+                   f"{_f(flop_ms, 3)} | the arithmetic floor |")
+    out += ["", f"Per card: the path costs **{_f(path_16, 2)} ms** of CPU at batch 16 (decode + fill + scale + "
+            f"network); the unavoidable part (inflate + network at batch 16) is **{_f(floor, 2)} ms**, so the path "
+            f"is {_f(path_16 / floor, 1)}× its floor on this machine"
+            + (f"; the network runs at {_f(100 * flop_ms / net.get('16', net[best]))} % of one core's FP32 peak"
+               if flop_ms else "") + "."]
+    b = r.get("batch") or {}
+    s = r.get("serve") or {}
+    if b.get("cli"):
+        out.append(f"Batch CLI: {_f(b['cli'].get('cpu_ms_per_card'), 2)} CPU ms per card end to end (start-up, "
+                   f"reading, the CSV included) against the {_f(path_16, 2)} ms path and the {_f(floor, 2)} ms floor.")
+    c16 = (s.get("service") or {}).get("16")
+    if c16 and c16.get("cpu_ms_per_request"):
+        out.append(f"`/classify` at c=16: {_f(c16['cpu_ms_per_request'], 2)} CPU ms per request in the service "
+                   f"(HTTP, Flask, JSON, metrics and the card at {_f(c16.get('mean_batch'), 1)} cards per call) "
+                   f"against the {_f(floor, 2)} ms floor of its card.")
+    return out + [""]
 
 
 def s_cards(s: dict) -> int:

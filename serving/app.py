@@ -37,7 +37,7 @@ from serving.accuracy import accuracy_figures
 from serving.answers import LOW_CONFIDENCE, answer, input_views, models_summary
 from serving.config import ServingConfig
 from serving.errors import ApiError, register_error_handlers
-from serving.metrics import Metrics, Timer
+from serving.metrics import BatchingMetrics, Metrics, Timer
 from serving.model_set import ModelSet
 from serving.openapi import openapi_document
 from serving.predictor import Predictor, load_predictor
@@ -119,6 +119,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # 供液不足, not \u4f9b...
     app.json.sort_keys = False
     metrics = Metrics()
+    models.start_batcher(serving.max_batch, serving.max_wait_ms, BatchingMetrics(metrics, models.by_kind))
     app.extensions[EXTENSION] = ServiceState(serving, models, metrics)
     register_error_handlers(app, on_error=lambda code: metrics.errors.labels(kind=code).inc())
     app.register_blueprint(bp)
@@ -272,7 +273,7 @@ def classify():
     except CardError as exc:  # the outline of a file the model did not read (a PNG sent to a series model)
         raise _card_error(UnusableCard(predictor.kind, used, exc)) from None
     with Timer() as t:
-        probs = predictor.predict_cards([x])[0]
+        probs = st.models.predict_cards(predictor.kind, [x])[0]
     st.metrics.inference.observe(t.seconds)
     body = answer(predictor, probs, top_k)
     st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
@@ -302,7 +303,7 @@ def classify_batch():
             return
         predictor = st.models.get(kind)
         with Timer() as t:
-            probs = predictor.predict_cards([x for _, x in items])
+            probs = st.models.predict_cards(kind, [x for _, x in items])
         st.metrics.inference.observe(t.seconds)
         for (index, _), row in zip(items, probs):
             body = answer(predictor, row, top_k)

@@ -60,9 +60,14 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
 
 
 def default_workers(cores: int | None = None) -> int:
-    """One worker per two cores (each runs ``threads`` predictor clones), at least one."""
+    """One worker per core, at least one.
+
+    A worker cannot use more than about one core: Paddle's ``predictor.run()`` holds the GIL, so its threads'
+    Python, OpenCV calls and the network take turns. Its threads keep several requests in flight, whose
+    cards the worker's batcher runs together (docs/SERVING.md, "Batching").
+    """
     cores = cores or os.cpu_count() or 1
-    return max(1, cores // 2)
+    return max(1, cores)
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,10 @@ class ServingConfig:
     tensorrt: bool = False
     trt_cache_dir: Path | None = None
     cpu_threads: int = 1
-    threads: int = 2
-    batch_sizes: tuple[int, ...] = (1, 8, 32)
+    threads: int = 8  # requests in flight per worker: the most cards its batcher can group (docs/SERVING.md)
+    # Every size up to the largest batch is warmed up, so the dynamic batcher never pads (serving.batcher).
+    batch_sizes: tuple[int, ...] = tuple(range(1, 17))
+    max_wait_ms: float = 5.0  # a call waits this long at most for cards still being prepared (serving/batcher.py)
     max_upload_mb: float = 8.0
     max_batch_upload_mb: float = 64.0
     max_batch_cards: int = 1000
@@ -91,6 +98,8 @@ class ServingConfig:
             raise ConfigError(f"CARDSENSE_BATCH_SIZES must be positive integers, got {self.batch_sizes}")
         if 1 not in self.batch_sizes:
             raise ConfigError("CARDSENSE_BATCH_SIZES must include 1 (single-card requests)")
+        if not 0 <= self.max_wait_ms <= 1000:
+            raise ConfigError(f"CARDSENSE_MAX_WAIT_MS={self.max_wait_ms} must be from 0 to 1000")
 
     @property
     def model_dirs(self) -> tuple[Path, ...]:
@@ -110,14 +119,7 @@ class ServingConfig:
             ConfigError: a variable holds a value that cannot be used (the message names it).
         """
         env = os.environ if env is None else env
-        sizes_raw = env.get("CARDSENSE_BATCH_SIZES", "").strip()
-        if sizes_raw:
-            try:
-                sizes = tuple(sorted({int(s) for s in sizes_raw.split(",") if s.strip()}))
-            except ValueError:
-                raise ConfigError(f"CARDSENSE_BATCH_SIZES={sizes_raw!r} must be a comma-separated list of integers") from None
-        else:
-            sizes = cls.batch_sizes
+        sizes = batch_sizes(env)
         trt_cache = env.get("CARDSENSE_TRT_CACHE_DIR", "").strip()
         return cls(
             model_dir=Path(env.get("CARDSENSE_MODEL_DIR", "").strip() or DEFAULT_MODEL_DIR),
@@ -128,13 +130,48 @@ class ServingConfig:
             tensorrt=_bool(env, "CARDSENSE_TENSORRT", False),
             trt_cache_dir=Path(trt_cache) if trt_cache else None,
             cpu_threads=_int(env, "CARDSENSE_CPU_THREADS", 1),
-            threads=_int(env, "CARDSENSE_THREADS", 2),
+            threads=_int(env, "CARDSENSE_THREADS", cls.threads),
             batch_sizes=sizes,
+            max_wait_ms=_wait_ms(env),
             max_upload_mb=_float(env, "CARDSENSE_MAX_UPLOAD_MB", 8.0),
             max_batch_upload_mb=_float(env, "CARDSENSE_MAX_BATCH_UPLOAD_MB", 64.0),
             max_batch_cards=_int(env, "CARDSENSE_MAX_BATCH_CARDS", 1000),
             api_token=env.get("CARDSENSE_API_TOKEN", "").strip() or None,
         )
+
+
+def batch_sizes(env: Mapping[str, str]) -> tuple[int, ...]:
+    """The batch shapes the predictors warm up and use, from ``CARDSENSE_MAX_BATCH`` or ``CARDSENSE_BATCH_SIZES``.
+
+    ``CARDSENSE_MAX_BATCH=N`` (default 16): the dynamic batcher runs up to N cards per call and every size
+    1..N is warmed up, so no call is padded. ``CARDSENSE_BATCH_SIZES=1,8,32``: only those shapes, each call
+    padded up to the next (fewer warm-up runs, some wasted work). Set one of the two.
+
+    Raises:
+        ConfigError: both set, or a value that is not usable.
+    """
+    sizes_raw = env.get("CARDSENSE_BATCH_SIZES", "").strip()
+    if sizes_raw and env.get("CARDSENSE_MAX_BATCH", "").strip():
+        raise ConfigError("set CARDSENSE_MAX_BATCH or CARDSENSE_BATCH_SIZES, not both")
+    if sizes_raw:
+        try:
+            return tuple(sorted({int(s) for s in sizes_raw.split(",") if s.strip()}))
+        except ValueError:
+            raise ConfigError(f"CARDSENSE_BATCH_SIZES={sizes_raw!r} must be a comma-separated list of integers") from None
+    largest = _int(env, "CARDSENSE_MAX_BATCH", max(ServingConfig.batch_sizes))
+    if largest > 256:
+        raise ConfigError(f"CARDSENSE_MAX_BATCH={largest} must be at most 256 (every size up to it is warmed up)")
+    return tuple(range(1, largest + 1))
+
+
+def _wait_ms(env: Mapping[str, str]) -> float:
+    raw = env.get("CARDSENSE_MAX_WAIT_MS", "").strip()
+    if not raw:
+        return ServingConfig.max_wait_ms
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"CARDSENSE_MAX_WAIT_MS={raw!r} is not a number") from None
 
 
 def extra_model_dirs(env: Mapping[str, str] | None = None) -> tuple[Path, ...]:

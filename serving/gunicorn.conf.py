@@ -62,7 +62,9 @@ logconfig_dict = {
     "root": {"level": loglevel.upper(), "handlers": ["console"]},
     "loggers": {
         "gunicorn.error": {"level": loglevel.upper(), "handlers": ["console"], "propagate": False},
-        "gunicorn.access": {"level": "INFO", "handlers": ["access"], "propagate": False},
+        # CARDSENSE_ACCESS_LOG="" turns the access log off: gunicorn logs every request whenever a
+        # logconfig_dict is set, so the logger itself is silenced (it cost ~2.5 % of a worker's CPU at c=16).
+        "gunicorn.access": {"level": "INFO" if accesslog else "CRITICAL", "handlers": ["access"], "propagate": False},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"},

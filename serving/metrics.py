@@ -86,3 +86,70 @@ class Timer:
 
     def __exit__(self, *exc) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+# ------------------------------------------------------------------------------------ dynamic batching
+
+BATCH_SIZE_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128, 256)
+QUEUE_WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+
+
+class BatchingMetrics:
+    """What the dynamic batcher (:mod:`serving.batcher`) reports, in the registry of a :class:`Metrics`.
+
+    Args:
+        metrics: the service's metrics (their registry, or the multiprocess folder).
+        kinds: the loaded model kinds (their counters are shown from the start).
+
+    Attributes:
+        batch_size: ``cardsense_batch_size{kind}`` -- cards per predictor call.
+        batch_requests: ``cardsense_batch_requests{kind}`` -- requests per predictor call.
+        queue_wait: ``cardsense_batch_queue_wait_seconds{kind}`` -- per request, from queued to its call's start.
+        run: ``cardsense_batch_run_seconds{kind}`` -- predictor time per call.
+        failures: ``cardsense_batch_failures_total{kind}`` -- predictor calls that raised.
+        held: ``cardsense_batch_held_total{kind}`` -- calls held back up to ``CARDSENSE_MAX_WAIT_MS`` for more
+            requests (only under load; a lone request is never held).
+    """
+
+    def __init__(self, metrics: Metrics, kinds=()) -> None:
+        kw = {"registry": metrics.registry}
+        self.batch_size = Histogram(
+            "cardsense_batch_size", "Cards per predictor call (dynamic batching), by model kind.",
+            ["kind"], buckets=BATCH_SIZE_BUCKETS, **kw,
+        )
+        self.batch_requests = Histogram(
+            "cardsense_batch_requests", "Requests per predictor call (dynamic batching), by model kind.",
+            ["kind"], buckets=BATCH_SIZE_BUCKETS, **kw,
+        )
+        self.queue_wait = Histogram(
+            "cardsense_batch_queue_wait_seconds", "Per request: from queued to the start of its predictor call.",
+            ["kind"], buckets=QUEUE_WAIT_BUCKETS, **kw,
+        )
+        self.run = Histogram(
+            "cardsense_batch_run_seconds", "Predictor time per call (dynamic batching), by model kind.",
+            ["kind"], buckets=LATENCY_BUCKETS, **kw,
+        )
+        self.failures = Counter(
+            "cardsense_batch_failures_total", "Predictor calls that raised, by model kind.", ["kind"], **kw,
+        )
+        self.held = Counter(
+            "cardsense_batch_held_total", "Predictor calls held back for more requests (CARDSENSE_MAX_WAIT_MS).",
+            ["kind"], **kw,
+        )
+        for kind in kinds:  # the counters show 0 from the start, not only after the first event
+            self.failures.labels(kind=kind)
+            self.held.labels(kind=kind)
+
+    def observe_call(self, kind: str, cards: int, requests: int, seconds: float, failed: bool, held: bool) -> None:
+        """One predictor call of the batcher."""
+        self.batch_size.labels(kind=kind).observe(cards)
+        self.batch_requests.labels(kind=kind).observe(requests)
+        self.run.labels(kind=kind).observe(seconds)
+        if failed:
+            self.failures.labels(kind=kind).inc()
+        if held:
+            self.held.labels(kind=kind).inc()
+
+    def observe_wait(self, kind: str, seconds: float) -> None:
+        """One request's wait in the queue."""
+        self.queue_wait.labels(kind=kind).observe(seconds)

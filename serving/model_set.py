@@ -1,7 +1,8 @@
 """The models one service (or one batch run) serves: at most one predictor per kind, and which answers a card.
 
 The routing rule and the preparation of a card are :mod:`serving.routing`'s (Paddle-free); this module
-holds the loaded predictors (:mod:`serving.predictor`) that the rule chooses between.
+holds the loaded predictors (:mod:`serving.predictor`) that the rule chooses between, and in the service
+the dynamic batcher in front of them (:mod:`serving.batcher`, :meth:`ModelSet.start_batcher`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
+from serving.batcher import Batcher, BatchObserver
 from serving.predictor import Predictor, StartupError, load_predictor
 from serving.routing import CardInput, Router
 
@@ -39,6 +43,7 @@ class ModelSet:
             if p.codes != self.primary.codes:
                 raise StartupError(f"{p.model_dir}: labels {p.codes} differ from {self.primary.model_dir}'s")
         self.router = Router(tuple(p.inputs for p in self.by_kind.values()))
+        self.batcher: Batcher | None = None
 
     @classmethod
     def load(cls, folders: Sequence[str | os.PathLike], **kwargs: Any) -> "ModelSet":
@@ -72,8 +77,45 @@ class ModelSet:
             CardError: no loaded model reads the card (``serving.routing.UnusableCard``: the routed model
                 cannot read it).
         """
-        kind, used, x = self.router.prepare(png, csv)
+        if self.batcher is None:
+            kind, used, x = self.router.prepare(png, csv)
+        else:
+            with self.batcher.preparing():  # a call that is not full waits for this card (serving.batcher)
+                kind, used, x = self.router.prepare(png, csv)
         return self.by_kind[kind], used, x
+
+    def start_batcher(self, max_batch: int, max_wait_ms: float = 0.0, observer: BatchObserver | None = None) -> Batcher:
+        """Put a dynamic batcher in front of the predictors: from now on one thread makes every Paddle call.
+
+        Returns when the batcher thread has warmed every predictor up. See :class:`serving.batcher.Batcher`.
+
+        Raises:
+            RuntimeError: the batcher could not warm up (or one is already running).
+        """
+        if self.batcher is not None and self.batcher.alive:
+            raise RuntimeError("this model set already has a batcher")
+        self.batcher = Batcher(self.by_kind, max_batch, max_wait_ms, observer).start()
+        return self.batcher
+
+    def predict_cards(self, kind: str, inputs: Sequence[CardInput]) -> np.ndarray:
+        """Class probabilities for cards prepared for the model of ``kind``: through the batcher when one
+        runs (concurrent requests share a call), else straight from that predictor.
+
+        Returns:
+            ``float32 [len(inputs), len(labels)]``.
+
+        Raises:
+            serving.batcher.BatcherClosed: the batcher is shutting down.
+            serving.batcher.PredictionFailed: the predictor raised on these inputs (through the batcher).
+        """
+        if self.batcher is not None:
+            return self.batcher.predict_cards(kind, inputs)
+        return self.by_kind[kind].predict_cards(inputs)
+
+    def close(self) -> None:
+        """Stop the batcher, answering what it has queued (nothing to do without one)."""
+        if self.batcher is not None:
+            self.batcher.close()
 
     def describe(self) -> dict[str, Any]:
         """``GET /model``'s ``models``: one entry per kind."""

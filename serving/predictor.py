@@ -15,11 +15,15 @@ broken model stops the process at start-up rather than at the first request.
 
 Thread safety: a Paddle predictor is not thread-safe (shared input/output handles return other
 requests' outputs). The predictor keeps a pool of ``predictor.clone()`` objects (they share the
-weights), one per serving thread; a call takes one from the pool and gives it back.
+weights); a call takes one from the pool and gives it back. Clones used concurrently from several
+threads still fail now and then inside ``predictor.run()`` (``RuntimeError: std::exception``, about
+1 % of calls with 6 threads on 2 clones), and ``run()`` holds the GIL anyway: the service therefore
+makes every call from one thread (:mod:`serving.batcher`) and keeps one clone.
 
 Batch shapes: every batch is padded up to the next of the configured ``batch_sizes`` and larger
 batches are split, so only warmed-up shapes ever reach oneDNN (each new shape costs a slow first run
-and a cache entry).
+and a cache entry). The service warms every size from 1 to its largest batch, so the dynamic batcher's
+calls are never padded (:class:`serving.config.ServingConfig`).
 """
 
 from __future__ import annotations
@@ -175,12 +179,18 @@ class Predictor:
             raise StartupError(f"{self.model_dir}: Paddle cannot load the network: {exc}") from exc
         self._network_inputs = self._bind_network_inputs(first.get_input_names())
         self._output_name = first.get_output_names()[0]
+        # Only the first clone is warmed (and checked) here: oneDNN caches its primitives per thread, so a warm-up
+        # on this thread would not spare the threads that use the other clones their first slow runs, and the
+        # service's batcher uses one clone only (pin()). Each other clone is warmed when first borrowed.
+        self._warm_up(first)
         clones = [first] + [first.clone() for _ in range(max(1, pool_size) - 1)]
+        self._warmed = {id(first)}
         self._pool: queue.Queue = queue.Queue()
         for clone in clones:
-            self._warm_up(clone)
             self._pool.put(clone)
         self.pool_size = len(clones)
+        self._pinned: Any | None = None  # the one clone every call uses once pin() was called
+        self._pinned_lock = threading.Lock()
         self.startup_seconds = time.perf_counter() - started
         self.ready = True
         log.info(
@@ -301,6 +311,48 @@ class Predictor:
                     f"(row sums {sums[:3].round(4).tolist()}); export it with a softmax head"
                 )
 
+    def warm_up(self) -> None:
+        """Run every batch shape once on every clone in use (the pinned one, if any), from the calling thread.
+
+        Construction already warms up (and checks) every shape from the constructing thread; oneDNN keeps
+        its primitive cache per thread, so a thread that will make the calls -- the service's batcher
+        (:mod:`serving.batcher`) -- warms up again on itself, or each shape's first call there is slow.
+
+        Raises:
+            StartupError: a warm-up run failed.
+        """
+        if self._pinned is not None:
+            with self._pinned_lock:
+                self._warm_up(self._pinned)
+            return
+        clones = [self._pool.get() for _ in range(self.pool_size)]
+        try:
+            for clone in clones:
+                self._warm_up(clone)
+                self._warmed.add(id(clone))
+        finally:
+            for clone in clones:
+                self._pool.put(clone)
+
+    def pin(self) -> None:
+        """From now on every call uses one and the same clone (serialised), until :meth:`unpin`.
+
+        For a caller that makes every call from one thread, the service's batcher: a thread that uses
+        *several* clones one after another -- or a new thread taking over clones another thread used --
+        sometimes fails inside ``predictor.run()`` with ``RuntimeError: std::exception`` (measured: 2 of
+        6 fresh threads warming up 2 clones in turn; 0 of 9 on one clone). Idempotent.
+        """
+        with self._pinned_lock:
+            if self._pinned is None:
+                self._pinned = self._pool.get()
+
+    def unpin(self) -> None:
+        """Give the pinned clone back to the pool (calls borrow clones again). Idempotent."""
+        with self._pinned_lock:
+            if self._pinned is not None:
+                self._pool.put(self._pinned)
+                self._pinned = None
+
     # ---------------------------------------------------------------------------------- inference
 
     def _run(self, predictor: Any, batch: Batch) -> np.ndarray:
@@ -313,8 +365,16 @@ class Predictor:
 
     @contextmanager
     def _borrow(self) -> Iterator[Any]:
+        if self._pinned is not None:
+            with self._pinned_lock:
+                if self._pinned is not None:
+                    yield self._pinned
+                    return
         predictor = self._pool.get()
         try:
+            if id(predictor) not in self._warmed:  # its first use (see __init__)
+                self._warm_up(predictor)
+                self._warmed.add(id(predictor))
             yield predictor
         finally:
             self._pool.put(predictor)
@@ -416,6 +476,7 @@ class Predictor:
             },
             "runtime": {
                 "pool_size": self.pool_size,
+                "pinned": self._pinned is not None,
                 "batch_sizes": list(self.batch_sizes),
                 "startup_seconds": round(self.startup_seconds, 3),
                 "pid": os.getpid(),

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from shared.atomic import atomic_write_bytes, atomic_write_text
-from shared.png_decode import PngHeader, decode_rgba8
+from shared.png_decode import PngHeader, decode_alpha8, decode_rgba8
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,24 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     return img
 
 
+def alpha_outline(alpha: np.ndarray) -> np.ndarray | None:
+    """The outline mask when an image's alpha plane holds it, as in the competition PNGs; else ``None``.
+
+    The alpha holds the outline when it varies and less than half of it is ink; an alpha that is the same
+    everywhere, or mostly opaque (a background plate), says nothing about the line, which is then in the
+    colours (``None``: :func:`ink_from_image` reads them).
+
+    Raises:
+        CardError: the image is fully transparent.
+    """
+    low, high = cv2.minMaxLoc(alpha)[:2]
+    if high == 0:
+        raise CardError("image is fully transparent: there is no card outline in it")
+    if low != high and cv2.countNonZero(ink_binary(alpha)) / alpha.size < 0.5:
+        return np.ascontiguousarray(alpha)
+    return None
+
+
 def ink_from_image(img: np.ndarray) -> np.ndarray:
     """Extract the outline ("ink") mask from a decoded image, 0 = background, 255 = line.
 
@@ -182,16 +200,15 @@ def ink_from_image(img: np.ndarray) -> np.ndarray:
     def grey() -> np.ndarray:
         return img if img.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(img[:, :, :3]), cv2.COLOR_BGR2GRAY)
 
-    low, high = cv2.minMaxLoc(alpha)[:2] if alpha is not None else (0, 0)
-    if alpha is not None and low != high:
-        opaque_share = cv2.countNonZero(ink_binary(alpha)) / alpha.size
-        if opaque_share < 0.5:
-            return np.ascontiguousarray(alpha)
-        # Mostly opaque: the alpha holds a background plate, the line is in the colours.
-        darkness = 255 - grey().astype(np.int32)
-        return (darkness * alpha.astype(np.int32) // 255).astype(np.uint8)
-    if alpha is not None and high == 0:
-        raise CardError("image is fully transparent: there is no card outline in it")
+    if alpha is not None:
+        ink = alpha_outline(alpha)
+        if ink is not None:
+            return ink
+        low, high = cv2.minMaxLoc(alpha)[:2]
+        if low != high:
+            # Mostly opaque: the alpha holds a background plate, the line is in the colours.
+            darkness = 255 - grey().astype(np.int32)
+            return (darkness * alpha.astype(np.int32) // 255).astype(np.uint8)
     gray = grey()
     if float(np.median(gray)) < 128:
         return np.ascontiguousarray(gray)  # light ink on a dark background
@@ -235,12 +252,17 @@ def decode_card_png(source: bytes | str | os.PathLike) -> np.ndarray:
     """
     data = _read_source(source, MAX_PNG_BYTES, "PNG")
     header = read_png_header(data)
-    img = decode_rgba8(data, header)  # the common card format, fast; None for anything else
-    if img is None:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise CardError("damaged or truncated PNG: the image data cannot be decoded")
-    ink = ink_from_image(img)
+    # The card format (8-bit RGBA, outline in the alpha): decode the alpha plane alone. The same ink as
+    # the whole image would give, bit for bit; anything else is decoded whole below.
+    alpha = decode_alpha8(data, header)
+    ink = alpha_outline(alpha) if alpha is not None else None
+    if ink is None:
+        img = decode_rgba8(data, header)  # other RGBA cards, fast; None for anything else
+        if img is None:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise CardError("damaged or truncated PNG: the image data cannot be decoded")
+        ink = ink_from_image(img)
     check_ink(ink)
     return ink
 

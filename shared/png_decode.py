@@ -6,6 +6,8 @@ few cv2 copies undo cheaply. :func:`decode_rgba8` does that for the common card 
 very array ``cv2.imdecode(..., cv2.IMREAD_UNCHANGED)`` would (BGRA order). For anything else — other colour types
 or depths, interlacing, Average/Paeth rows, unusual chunks, damaged or inconsistent data — it declines
 (returns ``None``) and the caller decodes with cv2, so results and error messages stay cv2's.
+:func:`decode_alpha8` returns the alpha plane alone, where a card's outline is, for the card reader's
+fastest path.
 """
 
 from __future__ import annotations
@@ -52,19 +54,12 @@ def decode_rgba8(data: bytes, header: PngHeader) -> np.ndarray | None:
         ``uint8 [H, W, 4]`` in BGRA order, bit-identical to ``cv2.imdecode(..., IMREAD_UNCHANGED)``;
         or ``None`` when the file is not on the fast path (the caller then uses cv2).
     """
-    if header.color_type != _RGBA or header.bit_depth != 8:
+    inflated = _filtered_rows(data, header)
+    if inflated is None:
         return None
+    raw, filters = inflated
     height, width = header.height, header.width
-    stream = _idat_stream(data)
-    if stream is None:
-        return None
     stride = 1 + _CHANNELS * width
-    raw = _inflate(stream, height * stride)
-    if raw is None:
-        return None
-    filters = raw[::stride]  # one filter type byte per row
-    if max(filters) > 2:  # Average/Paeth (or an invalid filter byte): cv2 handles or rejects it
-        return None
     pixels = np.frombuffer(raw, np.uint8).reshape(height, stride)[:, 1:].reshape(height, width, _CHANNELS)
     if filters.count(1) != height:
         return _undo_mixed_filters(pixels, np.frombuffer(filters, np.uint8))
@@ -75,6 +70,66 @@ def decode_rgba8(data: bytes, header: PngHeader) -> np.ndarray | None:
     bgra = cv2.cvtColor(pixels, cv2.COLOR_RGBA2BGRA)
     del raw, pixels
     return cv2.transpose(_undo_sub_transposed(bgra), dst=bgra)
+
+
+def decode_alpha8(data: bytes, header: PngHeader) -> np.ndarray | None:
+    """The alpha plane alone of an 8-bit RGBA, non-interlaced PNG whose rows all use the Sub filter.
+
+    A card PNG carries its outline in the alpha channel and nothing in the colours, so the card reader
+    needs only this plane: it skips unfiltering, swapping and transposing the three colour channels that
+    :func:`decode_rgba8` would return (the inflate, which covers all four, cannot be skipped).
+
+    Args:
+        data, header: as for :func:`decode_rgba8`.
+
+    Returns:
+        ``uint8 [H, W]``, C-contiguous, bit-identical to ``cv2.imdecode(..., IMREAD_UNCHANGED)[:, :, 3]``;
+        or ``None`` when the file is not RGBA with only Sub rows, or anything :func:`decode_rgba8` declines
+        (the caller then decodes the whole image).
+    """
+    inflated = _filtered_rows(data, header)
+    if inflated is None:
+        return None
+    raw, filters = inflated
+    height, width = header.height, header.width
+    if filters.count(1) != height:
+        return None
+    rows = np.frombuffer(raw, np.uint8).reshape(height, 1 + _CHANNELS * width)
+    # Byte 0 of a row is its filter type; the alpha of pixel x is byte 4 + 4x.
+    return _undo_sub_plane(np.ascontiguousarray(rows[:, _CHANNELS::_CHANNELS]))
+
+
+def _filtered_rows(data: bytes, header: PngHeader) -> tuple[bytes, bytes] | None:
+    """The inflated, still filtered rows of an 8-bit RGBA PNG on the fast path and their filter bytes, or ``None``."""
+    if header.color_type != _RGBA or header.bit_depth != 8:
+        return None
+    stream = _idat_stream(data)
+    if stream is None:
+        return None
+    stride = 1 + _CHANNELS * header.width
+    raw = _inflate(stream, header.height * stride)
+    if raw is None:
+        return None
+    filters = raw[::stride]  # one filter type byte per row
+    if max(filters) > 2:  # Average/Paeth (or an invalid filter byte): cv2 handles or rejects it
+        return None
+    return raw, filters
+
+
+def _undo_sub_plane(plane: np.ndarray) -> np.ndarray:
+    """Undo the Sub filter of one channel's ``[H, W]`` rows (running sums along each row, modulo 256).
+
+    The running sums come from one summed-area table (``cv2.integral``, int32, in C): row ``y``'s running
+    sum is the table's row ``y + 1`` minus its row ``y``, and the cast to ``uint8`` wraps modulo 256 as the
+    filter does. Measured on card alpha planes: about 2x faster than ``np.cumsum`` along the rows, which
+    runs element by element. The table's last entry is the sum of the whole plane, so planes that could
+    overflow int32 (over 8.4 million pixels) take ``np.cumsum``.
+    """
+    if plane.size * 255 >= 2**31:
+        return np.cumsum(plane, axis=1, dtype=np.uint8)
+    table = cv2.integral(plane, sdepth=cv2.CV_32S)
+    np.subtract(table[1:, 1:], table[:-1, 1:], out=plane, casting="unsafe")
+    return plane
 
 
 def _inflate(stream: bytes, size: int) -> bytes | None:
