@@ -57,7 +57,8 @@ def _make_specs(job: tuple[int, list[tuple[str, str, int, str]]]):
 def recorder_rng(seed: int, condition: str, index: int) -> np.random.Generator:
     """The recorder/renderer generator of card ``index`` of ``condition``: a stream of its own, so that
     switching the randomisation off leaves the physics of every card unchanged."""
-    return np.random.default_rng(np.random.SeedSequence((int(seed), label_index(condition), int(index), RECORDER_STREAM)))
+    words = (int(seed), label_index(condition), int(index), RECORDER_STREAM)
+    return np.random.default_rng(np.random.SeedSequence(words))
 
 
 def _simulate_chunk(job: tuple[list, list, int, bool]):

@@ -67,9 +67,9 @@ def make_spec(condition: str, rng: np.random.Generator, params: WellParams | Non
     sand = None
     if params.sand_friction > 0:
         # Sand drag that waxes and wanes with the grains passing the plunger: positive, time-correlated
-        # (smoothed over 4–12 % of a stroke), mean 1.
+        # (smoothed over 2–5 % of a stroke), mean 1.
         n = STROKES * SAND_PER_STROKE + 2
-        width = int(rng.integers(5, 15))
+        width = int(rng.integers(3, 7))
         raw = rng.exponential(1.0, n + width)
         sand = np.convolve(raw, np.hanning(width + 2)[1:-1], mode="valid")[:n]
         sand = sand / sand.mean()

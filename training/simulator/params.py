@@ -23,8 +23,8 @@ TUBING_AREA = 1.16e-3  # 2 7/8" tubing steel cross-section, m²
 
 # Rod diameters available to a taper (Chinese/API sizes 16–25 mm), thickest at the top.
 ROD_DIAMETERS = (0.016, 0.019, 0.022, 0.025)
-# Inertia rotation (W_r·S·N²/1790 over F_o): every class but A12 draws up to this; A12 draws 0.35–0.6.
-INERTIA_MAX_OTHERS = 0.25
+# Inertia rotation (W_r·S·N²/1790 over F_o): every class but A12 draws up to this; A12 draws 0.45–0.8.
+INERTIA_MAX_OTHERS = 0.3
 PLUNGER_DIAMETERS = (0.028, 0.032, 0.038, 0.044, 0.056, 0.057, 0.063, 0.070, 0.083)
 
 
@@ -180,6 +180,14 @@ def _limit_inertia(p: dict, rng: np.random.Generator, max_ratio: float) -> None:
         p["spm"] = float(max(2.0, n_max * rng.uniform(0.85, 1.0)))
 
 
+def _speed_for_inertia(p: dict, ratio: float) -> float:
+    """Strokes/min at which the inertia rotation W_r·S·N²/1790 reaches ``ratio`` of the fluid load
+    (within 2–12 strokes/min and S·N²/1790 ≤ 0.3, so the rods never float)."""
+    wp = WellParams(**p)
+    n = math.sqrt(ratio * 1790.0 * wp.fluid_load_n / (wp.rod_weight_n * wp.stroke_m))
+    return float(np.clip(min(n, math.sqrt(0.3 * 1790.0 / wp.stroke_m)), 2.0, 12.0))
+
+
 def _limit_stretch(p: dict, max_share: float) -> None:
     """Pick a smaller plunger while rod stretch would eat more than ``max_share`` of the stroke."""
     while True:
@@ -293,17 +301,20 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
         raise KeyError(f"unknown condition code {condition!r}; expected one of {', '.join(CODES)}")
     s = float(rng.uniform(0.0, 1.0)) if severity is None else float(np.clip(severity, 0.0, 1.0))
     p = _base(rng)
+    tag = None
 
     # Label definitions with a margin between neighbours (a petroleum engineer's reading of the card):
     #   A01 full pump, ≤ 3 % free gas;  A02/A11 the liquid runs short (fillage ≤ 0.85), the load holds on the
     #   downstroke and then drops steeply (is_fluid_pound);  A03 the load falls from the top along a gas
-    #   compression curve (is_gas_interference), from 4–65 % free gas, with or without a short liquid supply;  A04 ≥ 90 % gas, valves never open.  Faults that co-occur with
-    #   another (tagging wells that are part-filled or gassy) stay milder so the tag decides.
+    #   compression curve (is_gas_interference), from 4–65 % free gas, with or without a short liquid supply;
+    #   A04 ≥ 90 % gas, valves never open;  A12 inertia ≥ 0.45 F_o, every other class ≤ INERTIA_MAX_OTHERS.
+    #   Faults that co-occur with another (tagging wells that are part-filled or gassy) stay milder so the
+    #   tag decides.
     if condition in ("A02", "A11"):  # fluid pound: the pump intake at the fluid level, liquid runs short
         fill = _lerp(0.85, 0.4, s) if condition == "A02" else _lerp(0.6, 0.3, rng.uniform(0.0, 1.0))
         _part_filled(p, rng, fill, sharp=True)
-        if condition == "A11":  # severe pound, rods ringing, mild time-correlated sand friction
-            p["sand_friction"] = float(_lerp(0.03, 0.08, s) * rng.uniform(0.85, 1.15))
+        if condition == "A11":  # severe pound, rods ringing, time-correlated sand drag
+            p["sand_friction"] = float(_lerp(0.06, 0.15, s) * rng.uniform(0.85, 1.15))
     elif condition == "A03":  # free gas enters with the liquid and fills what the liquid leaves
         p["gas_fraction"] = _lerp(0.04, 0.65, s) * float(rng.uniform(0.8, 1.0))
         fill = 1.0 if rng.random() < 0.6 else float(rng.uniform(0.5, 0.95))
@@ -314,24 +325,26 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
         p["dead_space_m"] = -1.0  # resolved below once the pressures are known
     elif condition in ("A05", "A06"):
         key = "tag_top_m" if condition == "A05" else "tag_bottom_m"
-        p[key] = _lerp(0.008, 0.05, s) * p["stroke_m"]
-        p["tag_stiffness"] = float(np.exp(rng.uniform(np.log(0.1), 0.0)))
+        # The stop is met this far before the free end of the travel: a share of the rod stretch
+        # (F_o·L/EA), so the contact force it can build is about that share of the fluid load.
+        tag = (key, _lerp(0.15, 0.8, s))  # resolved below once the rod string and plunger are final
+        p["tag_stiffness"] = float(np.exp(rng.uniform(np.log(0.3), 0.0)))
         # Tagging wells are often pumped off or gassy too, mildly (the tag decides the label).
         u = rng.random()
-        if u < 0.25:
-            _part_filled(p, rng, float(rng.uniform(0.85, 0.97)), sharp=True)
-        elif u < 0.4:
-            p["gas_fraction"] = float(rng.uniform(0.04, 0.12))
+        if u < 0.15:
+            _part_filled(p, rng, float(rng.uniform(0.88, 0.97)), sharp=True)
+        elif u < 0.25:
+            p["gas_fraction"] = float(rng.uniform(0.04, 0.1))
     elif condition == "A07":  # sticky traveling valve: late to close, often late to open as well
         p["tv_close_delay_m"] = _lerp(0.08, 0.3, s) * p["stroke_m"]
         p["tv_open_delay_m"] = p["tv_close_delay_m"] * float(rng.uniform(0.3, 1.0)) if rng.random() < 0.7 else 0.0
         p["tv_stick_load"] = float(rng.uniform(0.25, 0.65))
     elif condition == "A08":  # plunger partly leaves the barrel near the top
         p["plunger_out_m"] = _lerp(0.05, 0.25, s) * p["stroke_m"]
-        p["out_ramp_m"] = float(rng.uniform(0.02, 0.08)) * p["stroke_m"]
-        p["out_bypass"] = float(rng.uniform(0.8, 3.0))
+        p["out_ramp_m"] = float(rng.uniform(0.01, 0.04)) * p["stroke_m"]
+        p["out_bypass"] = float(rng.uniform(3.0, 10.0))
     elif condition in ("A09", "A10"):  # leak up to about the plunger's displacement rate
-        p["tv_leak" if condition == "A09" else "sv_leak"] = _lerp(0.25, 1.1, s)
+        p["tv_leak" if condition == "A09" else "sv_leak"] = _lerp(0.15, 0.95, s)
         p["leak_exponent"] = float(rng.uniform(0.5, 1.0))
     elif condition == "A12":  # a normal full pump, rotated clockwise by the rods' inertia
         p["depth_m"] = float(rng.uniform(600.0, 1600.0))
@@ -340,21 +353,23 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
         p["plunger_d_m"] = float(rng.choice(PLUNGER_DIAMETERS[:5]))
         p["stroke_m"] = float(rng.uniform(2.0, 6.0))
         _limit_stretch(p, 0.12)
-        wp = WellParams(**p)
-        target = _lerp(0.35, 0.6, s)
-        n = math.sqrt(target * 1790.0 * wp.fluid_load_n / (wp.rod_weight_n * wp.stroke_m))
-        # ... but keep S·N²/1790 (peak rod acceleration over g) below 0.3 so the rods never float.
-        n_float = math.sqrt(0.3 * 1790.0 / wp.stroke_m)
-        p["spm"] = float(np.clip(min(n, n_float), 5.0, 12.0))
+        target = _lerp(0.45, 0.8, s)
+        p["spm"] = max(5.0, _speed_for_inertia(p, target))
+        while WellParams(**p).inertia_ratio < 0.95 * target and p["plunger_d_m"] > PLUNGER_DIAMETERS[0]:
+            # the speed is at its limit: a smaller plunger (smaller fluid load) makes the rods' inertia count
+            p["plunger_d_m"] = max(d for d in PLUNGER_DIAMETERS if d < p["plunger_d_m"])
+            p["spm"] = max(5.0, _speed_for_inertia(p, target))
 
     _limit_stretch(p, 0.12)
     if condition != "A12":
         _limit_inertia(p, rng, INERTIA_MAX_OTHERS)
+    if tag is not None:
+        p[tag[0]] = max(0.01, tag[1] * WellParams(**p).rod_stretch_m)
     wp = WellParams(**p)
     if condition == "A04":
         # Dead space so that full compression of the gas barely (or never) reaches the discharge pressure.
         s_p = max(wp.stroke_m - wp.rod_stretch_m, 0.3 * wp.stroke_m)
-        ratio = (wp.intake_pa / wp.discharge_pa) ** (1.0 / wp.polytropic_k) * _lerp(1.05, 1.8, s)
+        ratio = (wp.intake_pa / wp.discharge_pa) ** (1.0 / wp.polytropic_k) * _lerp(1.02, 1.4, s)
         ratio = min(ratio, 0.8)
         wp = wp.replace(dead_space_m=float(s_p * ratio / (1.0 - ratio)))
     return wp, s
