@@ -311,13 +311,13 @@ def sample_params(condition: str, rng: np.random.Generator, severity: float | No
     #   Faults that co-occur with another (tagging wells that are part-filled or gassy) stay milder so the
     #   tag decides.
     if condition in ("A02", "A11"):  # fluid pound: the pump intake at the fluid level, liquid runs short
-        fill = _lerp(0.85, 0.4, s) if condition == "A02" else _lerp(0.6, 0.3, rng.uniform(0.0, 1.0))
+        fill = _lerp(0.85, 0.5, s) if condition == "A02" else _lerp(0.5, 0.25, rng.uniform(0.0, 1.0))
         _part_filled(p, rng, fill, sharp=True)
         if condition == "A11":  # severe pound, rods ringing, time-correlated sand drag
-            p["sand_friction"] = float(_lerp(0.06, 0.15, s) * rng.uniform(0.85, 1.15))
+            p["sand_friction"] = float(_lerp(0.06, 0.12, s) * rng.uniform(0.85, 1.15))
     elif condition == "A03":  # free gas enters with the liquid and fills what the liquid leaves
-        p["gas_fraction"] = _lerp(0.04, 0.65, s) * float(rng.uniform(0.8, 1.0))
-        fill = 1.0 if rng.random() < 0.6 else float(rng.uniform(0.5, 0.95))
+        p["gas_fraction"] = _lerp(0.1, 0.65, s) * float(rng.uniform(0.4, 1.0))
+        fill = 1.0 if rng.random() < 0.3 else float(rng.uniform(0.5, 0.9))
         _part_filled(p, rng, fill, sharp=False)
     elif condition == "A04":  # barrel full of gas; compression ratio too small to open the valves
         p["submergence_m"] = float(rng.uniform(10.0, 200.0))
