@@ -481,10 +481,12 @@ def render_card_ink(
     height: int = CARD_HEIGHT,
     margin: int = 10,
     line_width: int = 2,
+    antialias: bool = True,
 ) -> np.ndarray:
     """Draw a card's closed outline, anti-aliased, into a ``uint8 [height, width]`` mask.
 
     Position runs left to right, load bottom to top, each scaled to fill the area inside ``margin``.
+    ``antialias=False`` draws 8-connected hard-edged lines, as some recorders' renderers do.
 
     Raises:
         CardError: arrays of different length, too few points, non-finite values or no extent.
@@ -497,7 +499,8 @@ def render_card_ink(
     y = (height - 1 - margin) - (load - load.min()) / f_span * (height - 1 - 2 * margin)
     pts = np.round(np.stack([x, y], axis=1) * (1 << _SHIFT)).astype(np.int32)
     canvas = np.zeros((height, width), np.uint8)
-    cv2.polylines(canvas, [pts], True, 255, thickness=max(1, int(line_width)), lineType=cv2.LINE_AA, shift=_SHIFT)
+    line_type = cv2.LINE_AA if antialias else cv2.LINE_8
+    cv2.polylines(canvas, [pts], True, 255, thickness=max(1, int(line_width)), lineType=line_type, shift=_SHIFT)
     return canvas
 
 
@@ -509,6 +512,7 @@ def render_card_png(
     height: int = CARD_HEIGHT,
     margin: int = 10,
     line_width: int = 2,
+    antialias: bool = True,
 ) -> bytes:
     """Render a card to the competition PNG format: RGBA, black colour channels, outline in alpha.
 
@@ -518,7 +522,8 @@ def render_card_png(
     Raises:
         CardError: as :func:`render_card_ink`.
     """
-    alpha = render_card_ink(position, load, width=width, height=height, margin=margin, line_width=line_width)
+    alpha = render_card_ink(position, load, width=width, height=height, margin=margin, line_width=line_width,
+                            antialias=antialias)
     rgba = np.zeros((height, width, 4), np.uint8)
     rgba[:, :, 3] = alpha
     ok, buf = cv2.imencode(".png", rgba)

@@ -11,7 +11,8 @@ import pytest
 
 from shared.labels import CODES
 from training.simulator import WellParams, card_rng, make_spec, run_specs, sample_params, simulate_card
-from training.simulator.field import fullness
+from training.simulator.params import INERTIA_MAX_OTHERS
+from training.simulator.field import fullness, ripple_share
 
 BASE = WellParams(
     stroke_m=3.0, spm=5.0, depth_m=1200.0, rod_sections=((500.0, 0.022), (700.0, 0.019)), plunger_d_m=0.044,
@@ -20,16 +21,16 @@ BASE = WellParams(
 )
 FAULTS = {
     "A01": {},
-    "A02": dict(fillage=0.5, submergence_m=10.0, casing_pa=0.2e6),
+    "A02": dict(fillage=0.5, submergence_m=10.0, casing_pa=0.2e6, void_gas=0.0),
     "A03": dict(gas_fraction=0.5, submergence_m=100.0),
     "A04": dict(gas_fraction=0.97, submergence_m=60.0, dead_space_m=0.6),
     "A05": dict(tag_top_m=0.2),
     "A06": dict(tag_bottom_m=0.2),
-    "A07": dict(tv_close_delay_m=0.8),
-    "A08": dict(plunger_out_m=0.6),
+    "A07": dict(tv_close_delay_m=0.8, tv_open_delay_m=0.6, tv_stick_load=0.5),
+    "A08": dict(plunger_out_m=0.6, out_ramp_m=0.15, out_bypass=1.5),
     "A09": dict(tv_leak=0.8),
     "A10": dict(sv_leak=0.8),
-    "A11": dict(fillage=0.5, submergence_m=10.0, casing_pa=0.2e6, sand_friction=0.08),
+    "A11": dict(fillage=0.5, submergence_m=10.0, casing_pa=0.2e6, void_gas=0.0, sand_friction=0.05),
     "A12": dict(spm=11.0, stroke_m=4.5, depth_m=2000.0, rod_sections=((800.0, 0.025), (1200.0, 0.022)),
                 plunger_d_m=0.032),
 }
@@ -149,9 +150,11 @@ def test_tag_at_bottom_dips_at_bottom_dead_centre(cards):
 
 
 def test_late_traveling_valve_keeps_load_low_early_in_the_upstroke(cards):
-    normal = _first_above(*_halves(cards["A01"])[0], _mid(cards["A01"]))
-    late = _first_above(*_halves(cards["A07"])[0], _mid(cards["A07"]))
-    assert late > normal + 0.15
+    def early_deficit(card):  # load early in the upstroke below the mid-upstroke load, in fluid loads
+        up, _ = _halves(card)
+        return (_band(*up, 0.5, 0.8) - _band(*up, 0.08, 0.25)) / (card.params.fluid_load_n / 1e3)
+
+    assert early_deficit(cards["A07"]) > early_deficit(cards["A01"]) + 0.25
 
 
 def test_plunger_out_of_barrel_drops_load_before_top(cards):
@@ -178,11 +181,67 @@ def test_standing_valve_leak_unloads_slowly_and_loads_before_bottom(cards):
     assert rel(a10, down10) > rel(a01, down01) + 0.1
 
 
-def test_sand_makes_the_load_jagged(cards):
-    def roughness(card):
-        return float(np.mean(np.abs(np.diff(card.load_kN, 2))))
+def test_sand_friction_is_mild_time_correlated_drag_not_jagged_bursts(cards):
+    a02, a11 = cards["A02"], cards["A11"]
+    # the same well pounding with and without sand: the sand adds drag that opposes the motion ...
+    diff = a11.load_kN - a02.load_kN
+    x = a11.position_m / a11.position_m.max()
+    top = int(np.argmax(x))
+    mid_up = (np.arange(len(x)) < top) & (x > 0.2) & (x < 0.45)  # upstroke before the pound's region
+    assert diff[mid_up].mean() > 0.2 * a11.params.sand_friction * a11.params.fluid_load_n / 1e3
+    # ... without raising the card's high-frequency content much (noise no larger than the pound's own ringing)
+    assert ripple_share(a11.load_kN) < 1.5 * ripple_share(a02.load_kN) + 0.01
+    # the drag sequence itself is smooth: neighbouring values are strongly correlated
+    spec = make_spec("A11", np.random.default_rng(3), BASE.replace(**FAULTS["A11"]), severity=0.5)
+    seq = spec.sand - spec.sand.mean()
+    assert float(np.dot(seq[1:], seq[:-1]) / np.dot(seq, seq)) > 0.7
 
-    assert roughness(cards["A11"]) > 2.0 * roughness(cards["A02"])
+
+def test_sticky_traveling_valve_draws_a_z_on_the_pump_card(cards):
+    """Late to close: a mid-load step early in the upstroke; late to open: a matching step early in the downstroke."""
+    c = cards["A07"]
+    p = c.params
+    x = c.pump_position_m / c.pump_position_m.max()
+    f = (c.pump_load_kN - c.pump_load_kN.min()) / np.ptp(c.pump_load_kN)
+    top = int(np.argmax(x))
+    up_x, up_f, dn_x, dn_f = x[:top], f[:top], x[top:], f[top:]
+    stroke = c.pump_position_m.max()
+    close, opening = p.tv_close_delay_m / stroke, p.tv_open_delay_m / stroke
+    up_step = up_f[(up_x > 0.05) & (up_x < close - 0.05)]
+    down_step = dn_f[(dn_x < 0.95) & (dn_x > 1.0 - opening + 0.05)]
+    assert up_step.size > 5 and down_step.size > 5
+    assert 0.3 < np.median(up_step) < 0.7 and 0.3 < np.median(down_step) < 0.7
+    assert np.median(up_f[(up_x > close + 0.1) & (up_x < 0.9)]) > 0.85  # full load after the valve closes
+    assert np.median(dn_f[(dn_x < 1.0 - opening - 0.1) & (dn_x > 0.1)]) < 0.15  # and unloaded after it opens
+
+
+def test_fluid_pound_is_a_knife_handle_on_the_pump_card(cards):
+    """A vapour-filled void: the pump load holds until the plunger meets the liquid, then drops within a
+    small part of the stroke, where the liquid fillage puts it."""
+    c = cards["A02"]
+    x, f = _halves_pump(c)
+    lo, rng = c.pump_load_kN.min(), np.ptp(c.pump_load_kN)
+    at85, at15 = _first_below(x, f, lo + 0.85 * rng), _first_below(x, f, lo + 0.15 * rng)
+    assert at85 - at15 < 0.1
+    assert abs(_first_below(x, f, lo + 0.5 * rng) - c.params.fillage) < 0.15
+
+
+def test_plunger_leaving_the_barrel_steps_down_without_ringing_far_below(cards):
+    c = cards["A08"]
+    up, down = _halves(c)
+    rng = np.ptp(c.load_kN)
+    floor = _band(*down, 0.2, 0.8)
+    assert c.load_kN.min() > floor - 0.3 * rng
+    assert _band(*up, 0.9, 0.97) < _band(*up, 0.4, 0.7) - 0.25 * rng
+
+
+def test_inertia_card_peaks_early_and_does_not_cross_itself(cards):
+    c = cards["A12"]
+    up, down = _halves(c)
+    assert up[0][int(np.argmax(_smooth(up[1])))] < 0.3
+    grid = np.linspace(0.05, 0.95, 50)
+    above = np.interp(grid, up[0], _smooth(up[1])) - np.interp(grid, down[0][::-1], _smooth(down[1])[::-1])
+    assert np.mean(above > 0) > 0.9  # a tilted parallelogram, not a figure-eight
 
 
 def test_inertia_rotates_the_card_clockwise(cards):
@@ -212,13 +271,13 @@ def test_sampled_parameters_are_in_field_ranges(code):
     for i in range(60):
         p, sev = sample_params(code, card_rng(0, code, i))
         assert 0.0 <= sev <= 1.0
-        assert 1.2 <= p.stroke_m <= 6.0 and 2.0 <= p.spm <= 12.0 and 500 <= p.depth_m <= 3000
+        assert 1.2 <= p.stroke_m <= 10.0 and 2.0 <= p.spm <= 12.0 and 500 <= p.depth_m <= 3000
         assert 0.028 <= p.plunger_d_m <= 0.083 and 200 <= p.points <= 250
         assert sum(length for length, _ in p.rod_sections) == pytest.approx(p.depth_m)
         assert p.rod_stretch_m < 0.15 * p.stroke_m or p.plunger_d_m == 0.028
         assert 0.0 <= p.submergence_m < p.depth_m and p.fluid_load_n > 500.0
         if code != "A12":
-            assert p.inertia_ratio <= 0.26
+            assert p.inertia_ratio <= INERTIA_MAX_OTHERS + 0.01
 
 
 def test_sampled_cards_of_every_class_have_field_like_loads():

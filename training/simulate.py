@@ -1,10 +1,13 @@
 """Write a simulated dataset in the competition layout.
 
-    python -m training.simulate --out DIR --per-class N [--test M] [--seed S] [--zip] [--workers W]
+    python -m training.simulate --out DIR --per-class N [--test M] [--seed S] [--zip] [--workers W] [--no-randomise]
 
 writes ``DIR/train/A01 … A12/<id>.csv + <id>.png``, ``DIR/test/<id>.csv + <id>.png``,
 ``DIR/test_labels.csv`` (``id,label``), ``DIR/simulator.json`` (the arguments, for provenance) and,
-with ``--zip``, ``DIR/train.zip`` and ``DIR/test.zip``. Same arguments → byte-identical files,
+with ``--zip``, ``DIR/train.zip`` and ``DIR/test.zip``. Each card passes through a randomly drawn
+recorder and renderer (``training.simulator.recorder``: load-cell offset/gain, position-sensor
+nonlinearity, 100–1,000 samples, start phase, padding, clipping, line width, margin, anti-aliasing)
+unless ``--no-randomise``. Same arguments → byte-identical files,
 whatever the number of workers: every card's randomness comes from (seed, class, index), and the
 batches the physics runs in are fixed by the arguments alone.
 """
@@ -24,7 +27,7 @@ import numpy as np
 
 from shared.atomic import atomic_directory
 from shared.cards import render_card_png, write_card_csv
-from shared.labels import CODES
+from shared.labels import CODES, label_index
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,7 @@ BATCH = 384  # cards simulated together; part of the output definition (see modu
 TEST_INDEX_OFFSET = 10_000_000  # test cards draw from (seed, class, offset + i): never a train card
 MARKER = "simulator.json"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+RECORDER_STREAM = 7919  # fourth SeedSequence word of the recorder/renderer draws
 
 
 def _spec_keys(per_class: int, test_count: int, seed: int) -> list[tuple[str, str, int, str]]:
@@ -50,16 +54,28 @@ def _make_specs(job: tuple[int, list[tuple[str, str, int, str]]]):
     return [make_spec(cond, card_rng(seed, cond, idx)) for _, cond, idx, _ in keys]
 
 
-def _simulate_chunk(job: tuple[list, list]):
-    """Worker: simulate one batch and return ``(split, code, id, csv bytes-free arrays, png bytes)``."""
-    from training.simulator import run_specs
+def recorder_rng(seed: int, condition: str, index: int) -> np.random.Generator:
+    """The recorder/renderer generator of card ``index`` of ``condition``: a stream of its own, so that
+    switching the randomisation off leaves the physics of every card unchanged."""
+    words = (int(seed), label_index(condition), int(index), RECORDER_STREAM)
+    return np.random.default_rng(np.random.SeedSequence(words))
 
-    keys, specs = job
+
+def _simulate_chunk(job: tuple[list, list, int, bool]):
+    """Worker: simulate one batch and return ``(key, position, load, png bytes)`` per card."""
+    from training.simulator import run_specs
+    from training.simulator.recorder import Recording, record
+
+    keys, specs, seed, randomise = job
     out = []
     for key, card in zip(keys, run_specs(specs)):
-        position = np.round(card.position_m, 3)
-        load = np.round(card.load_kN, 2)
-        out.append((key, position, load, render_card_png(position, load)))
+        if randomise:
+            rec = record(card.position_m, card.load_kN, recorder_rng(seed, key[1], key[2]))
+        else:
+            rec = Recording(card.position_m, card.load_kN)
+        position = np.round(rec.position, 3)
+        load = np.round(rec.load, 2)
+        out.append((key, position, load, render_card_png(position, load, **rec.render_kwargs())))
     return out
 
 
@@ -85,7 +101,8 @@ def _check_target(out_dir: Path) -> None:
 
 
 def generate_dataset(out_dir: str | os.PathLike, per_class: int, test_count: int = 0, seed: int = 0,
-                     make_zip: bool = False, workers: int | None = None, progress: bool = True) -> Path:
+                     make_zip: bool = False, workers: int | None = None, progress: bool = True,
+                     randomise: bool = True) -> Path:
     """Simulate a labelled dataset in the competition layout (see the module docstring).
 
     The folder is built beside ``out_dir`` and moved into place when complete, so a crash never
@@ -99,6 +116,8 @@ def generate_dataset(out_dir: str | os.PathLike, per_class: int, test_count: int
         make_zip: also write ``train.zip`` / ``test.zip``.
         workers: processes (default: up to 2, never more than the CPUs); 1 runs in-process.
         progress: show a tqdm progress bar.
+        randomise: pass every card through a randomly drawn recorder and renderer
+            (``training.simulator.recorder``); False writes the clean physics, drawn the default way.
 
     Returns:
         ``out_dir`` as a ``Path``.
@@ -127,7 +146,7 @@ def generate_dataset(out_dir: str | os.PathLike, per_class: int, test_count: int
         specs = [s for part in mapper(_make_specs, spec_jobs) for s in part]
         # Batch wells with similar step counts together; the order depends on the arguments only.
         order = sorted(range(len(keys)), key=lambda i: (discretisation(specs[i].params)[1], i))
-        chunks = [([keys[i] for i in order[j:j + BATCH]], [specs[i] for i in order[j:j + BATCH]])
+        chunks = [([keys[i] for i in order[j:j + BATCH]], [specs[i] for i in order[j:j + BATCH]], seed, randomise)
                   for j in range(0, len(order), BATCH)]
         log.info("simulating %d cards in %d batches on %d worker(s)", len(keys), len(chunks), workers)
         labels = []
@@ -153,7 +172,7 @@ def generate_dataset(out_dir: str | os.PathLike, per_class: int, test_count: int
                 if test_count:
                     _write_zip(tmp / "test.zip", tmp, "test")
             meta = {"generator": "training.simulate", "per_class": per_class, "test": test_count, "seed": seed,
-                    "zip": bool(make_zip), "classes": list(CODES)}
+                    "zip": bool(make_zip), "randomise": bool(randomise), "classes": list(CODES)}
             (tmp / MARKER).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     finally:
         if pool:
@@ -171,6 +190,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--zip", action="store_true", help="also write train.zip and test.zip")
     ap.add_argument("--workers", type=int, default=None, help="processes (default 2)")
+    ap.add_argument("--no-randomise", action="store_true",
+                    help="write the clean physics: no recorder/renderer variety (default: randomised)")
     ap.add_argument("--no-progress", action="store_true")
     return ap
 
@@ -181,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         out = generate_dataset(args.out, args.per_class, args.test, args.seed, args.zip, args.workers,
-                               progress=not args.no_progress)
+                               progress=not args.no_progress, randomise=not args.no_randomise)
     except (ValueError, FileExistsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

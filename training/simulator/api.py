@@ -66,11 +66,43 @@ def make_spec(condition: str, rng: np.random.Generator, params: WellParams | Non
         severity = float("nan")
     sand = None
     if params.sand_friction > 0:
-        # Bursts of grains: exponential magnitudes, a fraction of them near zero.
+        # Sand drag that waxes and wanes with the grains passing the plunger: positive, time-correlated
+        # (smoothed over 2–5 % of a stroke), mean 1.
         n = STROKES * SAND_PER_STROKE + 2
-        sand = rng.exponential(1.0, n) * (rng.random(n) < 0.6)
+        width = int(rng.integers(3, 7))
+        raw = rng.exponential(1.0, n + width)
+        sand = np.convolve(raw, np.hanning(width + 2)[1:-1], mode="valid")[:n]
+        sand = sand / sand.mean()
     noise = rng.standard_normal(params.points)
     return CardSpec(condition, float(severity), params, sand, noise)
+
+
+def recorded_average(phase: np.ndarray, solver_phase: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """What a load cell sampled at ``phase`` reads: the periodic signal averaged over each sample's interval.
+
+    A recorder integrates (or low-pass filters) between samples; point-sampling the solver's series at
+    200–250 points instead aliases rod vibration far above the sampling rate into jagged noise.
+
+    Args:
+        phase: output sample phases, evenly spaced over [0, 1] inclusive.
+        solver_phase: the solver's phases, 0 … 1 inclusive, increasing.
+        values: the signal at ``solver_phase`` (periodic: the last value closes the stroke).
+
+    Returns:
+        the interval means at ``phase``.
+    """
+    half = 0.5 * (phase[1] - phase[0]) if len(phase) > 1 else 0.0
+    seg = 0.5 * (values[1:] + values[:-1]) * np.diff(solver_phase)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    total = cum[-1]
+
+    def integral(t: np.ndarray) -> np.ndarray:  # ∫_0^t of the periodic signal, any real t
+        k = np.floor(t)
+        return k * total + np.interp(t - k, solver_phase, cum)
+
+    if half <= 0:
+        return np.interp(phase, solver_phase, values)
+    return (integral(phase + half) - integral(phase - half)) / (2.0 * half)
 
 
 def _finish(spec: CardSpec, rod: RodResult) -> SimulatedCard:
@@ -78,7 +110,7 @@ def _finish(spec: CardSpec, rod: RodResult) -> SimulatedCard:
     p = spec.params
     phase = np.linspace(0.0, 1.0, p.points)
     position = polished_rod_position(phase, p.stroke_m, p.crank_ratio, p.time_asymmetry)
-    load = np.interp(phase, rod.phase, rod.surface_load_n) / 1000.0 + p.noise_kn * spec.noise
+    load = recorded_average(phase, rod.phase, rod.surface_load_n) / 1000.0 + p.noise_kn * spec.noise
     # The polished rod cannot push the carrier bar: when the rod top would go into compression the
     # clamp lifts off the load cell, which then reads zero (the 0 kN samples of field "pump hitting down").
     load = np.maximum(load, 0.0)

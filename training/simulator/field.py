@@ -22,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.cards import checked_card_arrays
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FIELD = Path(__file__).resolve().parents[3] / "shared" / "data" / "field-cards.csv"
 RIPPLE_HARMONIC = 8
 N_RESAMPLE = 128
+SHAPE_KEYS = ("pickup", "load_width", "drop", "drop_width", "peak_x", "tilt", "bottom_rise")
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,11 @@ def shape_features(position: np.ndarray, load: np.ndarray, n: int = N_RESAMPLE) 
 
 
 def card_stats(position: np.ndarray, load: np.ndarray) -> dict[str, float]:
-    """Per-card statistics used in the comparison table."""
-    load = np.asarray(load, float)
+    """Per-card statistics used in the comparison table (load levels, ripple, fullness and the shape features).
+
+    Trailing recorder padding is dropped first (``shared.cards.checked_card_arrays``).
+    """
+    position, load = checked_card_arrays(position, load)
     return {
         "peak": float(load.max()),
         "min": float(load.min()),
@@ -89,6 +95,65 @@ def card_stats(position: np.ndarray, load: np.ndarray) -> dict[str, float]:
         "ripple": ripple_share(load),
         "fullness": fullness(position, load),
         "stroke": float(np.ptp(position)),
+        **shape_stats(position, load),
+    }
+
+
+def _smoothed(y: np.ndarray, share: float = 0.03) -> np.ndarray:
+    """Periodic moving average over ``share`` of the stroke (takes the rod-vibration ripple out)."""
+    n = max(1, int(round(share * len(y))) | 1)
+    if n == 1:
+        return y
+    k = np.ones(n) / n
+    return np.convolve(np.concatenate([y[-(n // 2):], y, y[: n // 2]]), k, mode="valid")
+
+
+def _first(xs: np.ndarray, mask: np.ndarray, default: float) -> float:
+    idx = np.flatnonzero(mask)
+    return float(xs[idx[0]]) if idx.size else default
+
+
+def shape_stats(position: np.ndarray, load: np.ndarray) -> dict[str, float]:
+    """Where and how fast the card loads and unloads, where it peaks, how it is tilted.
+
+    Position and load are scaled to [0, 1] (x: share of the stroke, y: share of the load range) and the
+    load is smoothed over 3 % of the stroke so that rod-vibration ripple does not decide a crossing.
+    The upstroke runs from the first sample to the highest position (cards start at the bottom).
+
+    Returns:
+        ``pickup``: x where the upstroke first reaches half the load range; ``load_width``: x travelled
+        between 15 % and 85 % of the range on the upstroke; ``drop``: x where the downstroke first falls
+        below half the range; ``drop_width``: x travelled between 85 % and 15 % on the downstroke;
+        ``peak_x``: x of the highest (smoothed) upstroke load; ``tilt``: mean load (range share) of the
+        left third minus the right third, upstroke and downstroke averaged (> 0: rotated clockwise);
+        ``bottom_rise``: how far (range share) the last 3 % of the downstroke's samples climb above the
+        downstroke's median level (a hook at the lower left).
+    """
+    x, y = checked_card_arrays(position, load)
+    x = (x - x.min()) / max(np.ptp(x), 1e-12)
+    y = (y - y.min()) / max(np.ptp(y), 1e-12)
+    ys = _smoothed(y)
+    top = int(np.argmax(x))
+    ux, uy = x[: top + 1], ys[: top + 1]
+    dx, dy = x[top:], ys[top:]
+    lo, hi = _first(ux, uy > 0.15, 1.0), _first(ux, uy > 0.85, 1.0)
+    d_hi, d_lo = _first(dx, dy < 0.85, 0.0), _first(dx, dy < 0.15, 0.0)
+
+    def band(xs, ys_, a, b):
+        sel = (xs >= a) & (xs <= b)
+        return float(ys_[sel].mean()) if sel.any() else float("nan")
+
+    tilt = 0.5 * ((band(ux, uy, 0.05, 0.33) - band(ux, uy, 0.67, 0.95))
+                  + (band(dx, dy, 0.05, 0.33) - band(dx, dy, 0.67, 0.95)))
+    tail = max(2, int(round(0.03 * len(x))))
+    return {
+        "pickup": _first(ux, uy > 0.5, 1.0),
+        "load_width": max(hi - lo, 0.0),
+        "drop": _first(dx, dy < 0.5, 0.0),
+        "drop_width": max(d_hi - d_lo, 0.0),
+        "peak_x": float(ux[int(np.argmax(uy))]),
+        "tilt": tilt,
+        "bottom_rise": float(y[-tail:].max() - np.median(y[top:])),
     }
 
 
@@ -96,14 +161,9 @@ def _summary(stats: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.median([s[k] for s in stats])) for k in stats[0]}
 
 
-def without_zero_artefact(load: np.ndarray) -> np.ndarray:
-    """Field PUMP_DOWN_BANG cards hold a 0 kN recording glitch; interpolate over such samples."""
-    load = np.asarray(load, float).copy()
-    bad = load <= 0.01
-    if bad.any() and (~bad).any():
-        idx = np.arange(len(load))
-        load[bad] = np.interp(idx[bad], idx[~bad], load[~bad])
-    return load
+def _field_arrays(card: FieldCard) -> tuple[np.ndarray, np.ndarray]:
+    """A field card's stroke as the shared readers see it: trailing recorder padding dropped."""
+    return checked_card_arrays(card.position_m, card.load_kN)
 
 
 def cnn_check(sim_x: np.ndarray, sim_y: np.ndarray, field_x: np.ndarray, field_y: np.ndarray,
@@ -161,8 +221,9 @@ def compare(per_class: int = 150, seed: int = 0, field_path: Path | None = None,
 
     field = load_field_cards(field_path)
     sim = simulate_for_comparison(per_class, seed)
-    lines = ["| class | source | n | peak kN | min kN | range/peak | ripple >8th harm. | fullness |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| class | source | n | peak kN | min kN | range/peak | ripple >8th harm. | fullness | pickup | load width"
+             " | drop | drop width | peak x | tilt | bottom rise |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for code in CODES:
         f = [card_stats(c.position_m, c.load_kN) for c in field if c.code == code]
         s = [card_stats(c.position_m, c.load_kN) for c in sim if c.condition == code]
@@ -170,7 +231,8 @@ def compare(per_class: int = 150, seed: int = 0, field_path: Path | None = None,
             if st:
                 m = _summary(st)
                 lines.append(f"| {code} | {name} | {len(st)} | {m['peak']:.0f} | {m['min']:.0f} | {m['range_rel']:.2f} |"
-                             f" {m['ripple']:.3f} | {m['fullness']:.2f} |")
+                             f" {m['ripple']:.3f} | {m['fullness']:.2f} | "
+                             + " | ".join(f"{m[k]:.2f}" for k in SHAPE_KEYS) + " |")
     # Nearest-centroid classifier on shape vectors: simulated → field (7 mapped classes).
     feats = np.array([shape_features(c.position_m, c.load_kN) for c in sim])
     labels = np.array([c.condition for c in sim])
@@ -179,7 +241,7 @@ def compare(per_class: int = 150, seed: int = 0, field_path: Path | None = None,
     cent = {k: feats[labels == k].mean(axis=0) for k in present}
     correct = {k: [0, 0] for k in present}
     for c in mapped:
-        v = shape_features(c.position_m, without_zero_artefact(c.load_kN))
+        v = shape_features(*_field_arrays(c))
         pred = min(cent, key=lambda k: float(np.sum((cent[k] - v) ** 2)))
         correct[c.code][0] += pred == c.code
         correct[c.code][1] += 1
@@ -188,10 +250,10 @@ def compare(per_class: int = 150, seed: int = 0, field_path: Path | None = None,
               f"accuracy {total:.3f}; per class " + ", ".join(f"{k} {v[0] / v[1]:.2f}" for k, v in correct.items())]
     if cnn_epochs:
         fy = np.array([CODES.index(c.code) for c in mapped])
-        fx = np.array([shape_features(c.position_m, without_zero_artefact(c.load_kN)) for c in mapped])
+        fx = np.array([shape_features(*_field_arrays(c)) for c in mapped])
         pred = cnn_check(feats, np.array([CODES.index(k) for k in labels]), fx, fy, cnn_epochs, seed)
         lines += ["", f"1-D CNN trained on {len(sim)} simulated cards (12 classes), tested on the {len(mapped)} mapped "
-                  f"field cards (0 kN glitch removed): accuracy {np.mean(pred == fy):.3f}", "",
+                  f"field cards (recorder padding dropped): accuracy {np.mean(pred == fy):.3f}", "",
                   "| field class | n | accuracy | most often predicted as |", "|---|---|---|---|"]
         for k in sorted(set(fy)):
             vals, cnt = np.unique(pred[fy == k], return_counts=True)

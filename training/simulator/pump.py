@@ -15,16 +15,23 @@ the standing valve opens (p = p_i, liquid flows in as far as the supply allows, 
 the rest of the space fills with low-pressure gas: partial fillage). The plunger load is
 (p_d − p)·A_p plus friction and stop contact forces. Conditions are parameters of this one model:
 
-- fluid pound (A02/A11): limited liquid per stroke at a low intake pressure; the void gas only
-  reaches p_d when the plunger meets the liquid late in the downstroke;
+- fluid pound (A02/A11): limited liquid per stroke; once the supply is used up the barrel goes on
+  expanding into a vapour cavity (pressure ``P_FLOOR``) that admits only ``void_gas`` of its volume
+  as intake-pressure gas. With little gas the load holds until the plunger meets the liquid and then
+  drops sharply (knife handle); with more gas the drop rounds off into gas interference;
 - gas interference (A03) and gas lock (A04): free gas with the liquid; for gas lock a dead space
   so large that compression barely reaches p_d;
-- leaks (A09/A10): slip flow ∝ √Δp through the traveling/standing valve;
-- late traveling-valve closing (A07): valve held open for the first part of the upstroke;
+- leaks (A09/A10): slip flow ∝ (Δp/F_o)^e (e 0.5 orifice … 1 laminar clearance) through the
+  traveling/standing valve, up to about the plunger's peak displacement rate;
+- sticky traveling valve (A07): the ball hangs part-open for the first part of the upstroke (late
+  closing) and part-closed for the first part of the downstroke (late opening); while it hangs, the
+  throttled valve holds the barrel at a pressure between intake and discharge, so the load sits on
+  a mid-level step on both strokes (a "Z");
 - plunger leaving the barrel (A08): above a height near the top a bypass to the tubing opens over
-  ``OUT_RAMP`` of travel, then the barrel is open to the tubing;
-- tagging (A05/A06): a stiff contact spring at the top/bottom of the plunger travel;
-- sand (A11): random Coulomb-like friction at the plunger.
+  ``out_ramp_m`` of travel; its capacity (``out_bypass``) limits how far the load falls;
+- tagging (A05/A06): a contact spring (``tag_stiffness`` × the stiffest the time step allows) at
+  the top/bottom of the plunger travel;
+- sand (A11): time-correlated Coulomb-like friction at the plunger.
 
 Stops, fillage and plunger-out heights are relative to the plunger's free travel, measured during
 the second simulated stroke (``measure`` phase) and applied from the third stroke on.
@@ -40,8 +47,8 @@ LIQUID_BULK = 1.2e9  # Pa, gassy oil/water effective bulk modulus
 P_FLOOR = 2.0e4  # Pa, vapour pressure: the barrel pressure never goes below it
 V_FRICTION = 0.02  # m/s, velocity scale that smooths Coulomb friction
 NEWTON_ITERS = 4
-OUT_RAMP = 0.2  # m of travel over which a plunger leaving the barrel opens the bypass
-OUT_LEAK = 6.0  # bypass flow once fully out, relative to the peak plunger displacement rate
+VALVE_LAG_S = 0.04  # s, time constant of the hydraulic load's response to valve events
+STICK_START = 0.01  # m the plunger falls from its top before a late-opening traveling valve counts as stuck
 
 
 class PumpBatch:
@@ -60,6 +67,9 @@ class PumpBatch:
         self.phi = f("gas_fraction")
         self.fillage = f("fillage")
         self.tv_close_delay = f("tv_close_delay_m")
+        self.tv_open_delay = f("tv_open_delay_m")
+        self.void_gas = f("void_gas")
+        self.out_ramp = np.maximum(f("out_ramp_m"), 1e-3)
         self.tag_top = f("tag_top_m")
         self.tag_bottom = f("tag_bottom_m")
         self.out = f("plunger_out_m")
@@ -78,16 +88,23 @@ class PumpBatch:
         self.v_peak = v_peak = np.pi * f("stroke_m") * f("spm") / 60.0
         self.tv_leak = f("tv_leak") * v_peak
         self.sv_leak = f("sv_leak") * v_peak
+        self.leak_exp = f("leak_exponent")
+        self.out_bypass = f("out_bypass") * v_peak
+        # Barrel pressure while the sticky traveling valve hangs part-open (a throttle): the plunger load
+        # sits at ``tv_stick_load`` of the fluid load.
+        self.p_stick = self.p_d - f("tv_stick_load") * (self.p_d - self.p_i)
         self.dt = dt
         self.m = steps_per_stroke
         # Contact stiffness: as stiff as the explicit scheme allows at the bottom node.
-        self.k_contact = 1.5 * bottom_mass / dt**2
+        self.k_contact = 1.5 * bottom_mass / dt**2 * f("tag_stiffness")
         self.log_floor = np.log(P_FLOOR)
         self.log_hi = np.log(3.0 * self.p_d)
         self.log_pd, self.log_pi = np.log(self.p_d), np.log(self.p_i)
         self.shrink_d = 1.0 - self.p_d / LIQUID_BULK
         self.shrink_i = 1.0 - self.p_i / LIQUID_BULK
-        self.has_delay = self.tv_close_delay > 0
+        self.has_delay = (self.tv_close_delay > 0) | (self.tv_open_delay > 0)
+        self.any_delay = bool(self.has_delay.any())
+        self.top_phase = 0.5 + f("time_asymmetry") / np.pi
         self.has_leak = bool(np.any(self.tv_leak > 0) or np.any(self.sv_leak > 0) or np.any(self.out >= 0))
         self.has_sand = sand is not None
         self.any_top, self.any_bottom = bool(np.any(self.tag_top >= 0)), bool(np.any(self.tag_bottom >= 0))
@@ -103,7 +120,11 @@ class PumpBatch:
         self.y_lo_m = np.full(self.n, np.inf)
         self.stroke_idx = np.zeros(self.n, dtype=np.int64)
         self.y_lo_stroke = np.zeros(self.n)
+        self.y_hi_stroke = np.zeros(self.n)
         self.budget = np.full(self.n, np.inf)
+        self.barrel_prev = self.dead.copy()
+        self.f_hyd = np.zeros(self.n)
+        self.lag = np.minimum(1.0, dt / VALVE_LAG_S)
 
     def _closed_pressure(self, barrel: np.ndarray, log_c: np.ndarray) -> np.ndarray:
         """Barrel pressure with both valves closed (Newton on log p, a few iterations)."""
@@ -129,6 +150,7 @@ class PumpBatch:
         if new.any():
             self.stroke_idx = stroke
             self.y_lo_stroke = np.where(new, y, self.y_lo_stroke)
+            self.y_hi_stroke = np.where(new, y, self.y_hi_stroke)
             span = self.y_hi_m - self.y_lo_m
             self.budget = np.where(new & (stroke >= 2) & (self.fillage < 1.0), self.fillage * span, self.budget)
         measuring = stroke == 1
@@ -138,60 +160,84 @@ class PumpBatch:
         active = stroke >= 2
         self.y_lo = np.minimum(self.y_lo, y)
         self.y_lo_stroke = np.minimum(self.y_lo_stroke, y)
+        self.y_hi_stroke = np.maximum(self.y_hi_stroke, y)
         barrel = self.dead + y - self.y_lo
 
-        # Slip through leaking valves (explicit; the valve projection below keeps p in range).
+        # Slip through leaking valves, ∝ (Δp/F_o)^e (explicit; the valve projection below keeps p in range).
         dp_scale = self.fluid_load
-        tv_leak = self.tv_leak
-        out = active & (self.out >= 0) if self.any_out else None
-        fully_out = None
-        if out is not None and out.any():
-            # Plunger leaving the barrel: a bypass to the tubing that opens over OUT_RAMP of travel,
-            # then the barrel is simply open to the tubing.
-            opening = (y - (self.y_hi_m - self.out)) / OUT_RAMP
-            tv_leak = tv_leak + np.where(out, np.clip(opening, 0.0, 1.0) * OUT_LEAK * self.v_peak, 0.0)
-            fully_out = out & (opening >= 1.0)
         if self.has_leak:
-            self.liq = self.liq + tv_leak * np.sqrt(np.maximum(self.p_d - self.p, 0.0) / dp_scale) * self.dt
-            self.liq = np.maximum(
-                self.liq - self.sv_leak * np.sqrt(np.maximum(self.p - self.p_i, 0.0) / dp_scale) * self.dt, 0.0)
+            down = np.maximum(self.p_d - self.p, 0.0) / dp_scale
+            inflow = self.tv_leak * down**self.leak_exp
+            if self.any_out:
+                # Plunger leaving the barrel: a bypass to the tubing opens over out_ramp of travel (orifice law).
+                out = active & (self.out >= 0)
+                opening = np.clip((y - (self.y_hi_m - self.out)) / self.out_ramp, 0.0, 1.0)
+                inflow = inflow + np.where(out, opening * self.out_bypass * np.sqrt(down), 0.0)
+            up = np.maximum(self.p - self.p_i, 0.0) / dp_scale
+            self.liq = np.maximum(self.liq + (inflow - self.sv_leak * up**self.leak_exp) * self.dt, 0.0)
 
         log_c = np.log(self.gas_c)
         p_c = self._closed_pressure(barrel, log_c)
-        forced = self.has_delay & (y - self.y_lo_stroke < self.tv_close_delay) & (v > 0)
-        if fully_out is not None:
-            forced |= fully_out
-        tv_open = forced | (p_c > self.p_d)
+        stuck = None
+        if self.any_delay:
+            # Sticky traveling valve: hangs part-open early in the upstroke, part-closed early in the downstroke.
+            # Which half of the stroke from the surface phase (the top of the stroke at 0.5 + β/π), not from
+            # the plunger's velocity, which flips sign with every rod vibration.
+            upstroke = (n % self.m) < self.m * self.top_phase
+            late_close = upstroke & (y - self.y_lo_stroke < self.tv_close_delay)
+            fallen = self.y_hi_stroke - y
+            late_open = ~upstroke & (fallen > STICK_START) & (fallen < self.tv_open_delay)
+            stuck = self.has_delay & active & (late_close | late_open)
+        tv_open = (p_c > self.p_d) if stuck is None else (stuck | (p_c > self.p_d))
         sv_open = ~tv_open & (p_c < self.p_i)
-        p = np.where(tv_open, self.p_d, np.where(sv_open, self.p_i, p_c))
+        p_valve = self.p_d if stuck is None else np.where(stuck, self.p_stick, self.p_d)
+        p = np.where(tv_open, p_valve, np.where(sv_open, self.p_i, p_c))
 
         if tv_open.any():
-            shrink_d = self.shrink_d
-            gas_d = np.exp((log_c - self.log_pd) * self.inv_k)
-            content = self.liq * shrink_d + gas_d
-            excess = content - (self.p_d - self.p_i) * self.c_t - barrel
+            shrink_v = 1.0 - p_valve / LIQUID_BULK
+            log_pv = self.log_pd if stuck is None else np.log(p_valve)
+            gas_v = np.exp((log_c - log_pv) * self.inv_k)
+            content = self.liq * shrink_v + gas_v
+            excess = content - (p_valve - self.p_i) * self.c_t - barrel
             frac = np.clip(excess / np.maximum(content, 1e-12), 0.0, 1.0)
             out_liq = self.liq * (1.0 - frac)
             out_gas = np.maximum(self.gas_c * (1.0 - frac) ** self.k, 1e-30)
-            # A forced-open valve also lets tubing liquid in when the barrel has room.
-            in_liq = self.liq + np.maximum(-excess, 0.0) / shrink_d
-            self.liq = np.where(tv_open, np.where(excess > 0, out_liq, np.where(forced, in_liq, self.liq)), self.liq)
+            keep = self.liq
+            if stuck is not None:
+                # A valve hanging open also lets tubing liquid in when the barrel has room.
+                keep = np.where(stuck, self.liq + np.maximum(-excess, 0.0) / shrink_v, self.liq)
+            self.liq = np.where(tv_open, np.where(excess > 0, out_liq, keep), self.liq)
             self.gas_c = np.where(tv_open & (excess > 0), out_gas, self.gas_c)
         if sv_open.any():
             shrink_i = self.shrink_i
             gas_i = np.exp((log_c - self.log_pi) * self.inv_k)
             need = np.maximum(barrel - self.liq * shrink_i - gas_i, 0.0)
-            liquid = need * (1.0 - self.phi)
+            gas_in = need * self.phi
+            liquid = need - gas_in
+            short = None
             if self.any_fill:
+                # The liquid supply of the stroke runs out: the barrel goes on expanding into a vapour
+                # cavity, of which only ``void_gas`` fills with gas at intake pressure.
+                wanted = liquid
                 liquid = np.minimum(liquid, np.maximum(self.budget, 0.0))
-            gas_new = gas_i + need - liquid
-            self.liq = np.where(sv_open, self.liq + liquid / shrink_i, self.liq)
-            self.gas_c = np.where(sv_open, np.maximum(self.p_i * gas_new**self.k, 1e-30), self.gas_c)
-            if self.any_fill:
+                short = wanted - liquid
+                growth = np.maximum(barrel - self.barrel_prev, 0.0)
+                with_liquid = liquid * self.phi / np.maximum(1.0 - self.phi, 1e-6)
+                gas_in = np.where(short > 1e-12, with_liquid + self.void_gas * np.minimum(short, growth), gas_in)
                 self.budget = np.where(sv_open, self.budget - liquid, self.budget)
+            self.liq = np.where(sv_open, self.liq + liquid / shrink_i, self.liq)
+            self.gas_c = np.where(sv_open, np.maximum(self.p_i * (gas_i + gas_in) ** self.k, 1e-30), self.gas_c)
+            if short is not None and bool(np.any(sv_open & (short > 1e-12))):
+                cavity = sv_open & (short > 1e-12)
+                p = np.where(cavity, self._closed_pressure(barrel, np.log(self.gas_c)), p)
+        self.barrel_prev = barrel
         self.p = p
 
-        load = (self.p_d - p) * self.area
+        # The hydraulic load reaches the plunger through valve motion and the fluid column's inertia: a
+        # first-order lag of VALVE_LAG_S (without it every valve event would be an ideal step that rings
+        # the rods' highest modes as hard as the lowest).
+        self.f_hyd += (((self.p_d - p) * self.area) - self.f_hyd) * self.lag
+        load = self.f_hyd.copy()
         smooth_sign = np.tanh(v / V_FRICTION)
         load = load + self.friction * smooth_sign
         if self.has_sand:
