@@ -289,7 +289,7 @@ def scores_of(method: str, logits: np.ndarray, feats: np.ndarray, fitted: dict) 
     if method == "knn":
         return C.knn_score(feats, fitted["bank"])
     if method == "outlier_exposure":  # 13-class network: 1 - p(other)
-        return 1.0 - C.softmax(logits)[:, len(CODES)]
+        return C.other_class_score(logits, len(CODES))
     raise ValueError(method)
 
 
@@ -371,22 +371,17 @@ def fit_for(net, kind, x_train, y_train, x_cal, y_cal) -> dict:
     return fit_scorers(feats, y_train[keep], cal_logits, y_cal)
 
 
-def _standardise(s: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    q75, q25 = np.percentile(reference, [75, 25])
-    return (s - np.median(reference)) / (q75 - q25 if q75 > q25 else 1.0)
-
-
 def all_scores(net, kind, fitted, x_field, x_notcards, methods, cal) -> dict:
     """``{method: (field scores, not-card scores or None)}`` for ``methods`` and the :data:`COMBOS` among them."""
     fl, ff = forward(net, kind, x_field)
     nl, nf = forward(net, kind, x_notcards) if x_notcards is not None else (None, None)
     out = {m: (scores_of(m, fl, ff, fitted), scores_of(m, nl, nf, fitted) if nl is not None else None)
            for m in methods}
-    for name, (a, b) in COMBOS.items():
-        if a in out and b in out:
-            ref_a, ref_b = out[a][0][cal], out[b][0][cal]
-            fs = 0.5 * (_standardise(out[a][0], ref_a) + _standardise(out[b][0], ref_b))
-            ns = None if nl is None else 0.5 * (_standardise(out[a][1], ref_a) + _standardise(out[b][1], ref_b))
+    for name, pair in COMBOS.items():
+        if all(m in out for m in pair):
+            scalers = [C.Standardiser.fit(out[m][0][cal]) for m in pair]
+            fs = C.combined_score([out[m][0] for m in pair], scalers)
+            ns = None if nl is None else C.combined_score([out[m][1] for m in pair], scalers)
             out[name] = (fs, ns)
     return out
 

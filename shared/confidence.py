@@ -14,7 +14,9 @@ request) share one implementation and serving needs nothing new.
   maximum softmax probability (Hendrycks & Gimpel, ICLR 2017), maximum logit (Hendrycks et al., ICML
   2022), the energy score (Liu et al., NeurIPS 2020), and the Mahalanobis distance of penultimate
   features to the nearest class mean under one shared covariance (Lee et al., NeurIPS 2018), plus
-  the k-th nearest-neighbour cosine similarity of normalised features (Sun et al., ICML 2022).
+  the k-th nearest-neighbour cosine similarity of normalised features (Sun et al., ICML 2022), and
+  outlier exposure's ``1 - p(other)`` of a network trained with an extra "other" class (Hendrycks et
+  al., ICLR 2019). :class:`Standardiser` and :func:`combined_score` average several scores.
   :func:`threshold_for_acceptance` turns held-out in-class scores into a threshold that accepts a
   stated share of them; :class:`OpenSetRule` stores and applies it. :func:`auroc` measures separation.
 """
@@ -284,6 +286,11 @@ def fit_mahalanobis(features: np.ndarray, labels: np.ndarray, shrinkage: float =
     return MahalanobisModel(means=means, precision=np.linalg.inv(cov))
 
 
+def other_class_score(logits: np.ndarray, other_index: int) -> np.ndarray:
+    """Outlier-exposure score of a network trained with an extra "other" class: ``1 - p(other)``."""
+    return 1.0 - softmax(logits)[:, other_index]
+
+
 def knn_score(features: np.ndarray, bank: np.ndarray, k: int = 10) -> np.ndarray:
     """Cosine similarity of each (L2-normalised) row to its k-th nearest neighbour in ``bank``."""
     def unit(a):
@@ -293,6 +300,36 @@ def knn_score(features: np.ndarray, bank: np.ndarray, k: int = 10) -> np.ndarray
     sims = unit(features) @ unit(bank).T
     k = min(k, sims.shape[1])
     return np.sort(sims, axis=1)[:, -k]
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """Puts one open-set score on a common scale: ``(score - median) / interquartile range`` of held-out in-class cards."""
+
+    median: float
+    scale: float
+
+    @classmethod
+    def fit(cls, reference: np.ndarray) -> "Standardiser":
+        q75, q25 = np.percentile(np.asarray(reference, np.float64), [75, 25])
+        return cls(float(np.median(reference)), float(q75 - q25) if q75 > q25 else 1.0)
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        return (np.asarray(scores, np.float64) - self.median) / self.scale
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Standardiser":
+        return cls(float(data["median"]), float(data["scale"]))
+
+
+def combined_score(scores: list[np.ndarray], standardisers: list[Standardiser]) -> np.ndarray:
+    """Mean of several open-set scores, each standardised by its :class:`Standardiser`."""
+    if not scores or len(scores) != len(standardisers):
+        raise ValueError("combined_score needs one standardiser per score")
+    return np.mean([st.apply(s) for s, st in zip(scores, standardisers)], axis=0)
 
 
 # --------------------------------------------------------------------------------------------

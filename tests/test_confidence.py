@@ -9,8 +9,10 @@ from shared.confidence import (
     MahalanobisModel,
     OpenSetRule,
     ReviewRule,
+    Standardiser,
     auroc,
     choose_review_rule,
+    combined_score,
     energy_score,
     expected_calibration_error,
     fit_mahalanobis,
@@ -21,6 +23,7 @@ from shared.confidence import (
     max_logit,
     max_softmax,
     negative_log_likelihood,
+    other_class_score,
     rate_below,
     reliability_bins,
     softmax,
@@ -158,3 +161,25 @@ def test_threshold_accepts_the_stated_share_and_the_rule_applies_it():
     rule = OpenSetRule("energy", threshold, 0.95)
     assert rule.is_unknown(np.array([threshold - 1.0, threshold])).tolist() == [True, False]
     assert OpenSetRule.from_dict(rule.to_dict()) == rule
+
+
+def test_other_class_score_is_one_minus_the_other_probability():
+    logits = np.array([[2.0, 0.0, 5.0], [2.0, 0.0, -5.0]])  # class 2 is "other"
+    s = other_class_score(logits, 2)
+    assert s[0] < 0.1 < 0.9 < s[1]
+    assert s == pytest.approx(1.0 - softmax(logits)[:, 2])
+
+
+def test_combined_score_averages_standardised_scores():
+    rng = np.random.default_rng(3)
+    a_in, b_in = rng.normal(10.0, 2.0, 500), rng.normal(-3.0, 0.1, 500)  # very different scales
+    sa, sb = Standardiser.fit(a_in), Standardiser.fit(b_in)
+    assert sa.apply(np.array([sa.median]))[0] == 0.0 and sa.scale == pytest.approx(2.7, rel=0.15)
+    # A card low on the narrow score alone is pulled down as much as one low on the wide score alone.
+    low_a = combined_score([np.array([10.0 - 4 * 2.0]), np.array([-3.0])], [sa, sb])
+    low_b = combined_score([np.array([10.0]), np.array([-3.0 - 4 * 0.1])], [sa, sb])
+    assert low_a[0] == pytest.approx(low_b[0], rel=0.3) and low_a[0] < -1.0
+    assert Standardiser.from_dict(sa.to_dict()) == sa
+    assert Standardiser.fit(np.ones(10)).scale == 1.0  # a constant reference does not divide by zero
+    with pytest.raises(ValueError):
+        combined_score([a_in], [])
