@@ -542,8 +542,9 @@ def main(argv: list[str] | None = None) -> int:
                     oe_fitted = fit_for(oe, kind, x_train, y_train, x_field[cal_idx], field.labels[cal_idx])
                     oe_scores = all_scores(oe, kind, oe_fitted, x_field, x_nc, OE_METHODS, cal)
                     for name, (fs, ns) in oe_scores.items():
-                        # the OE network's own energy/kNN are other methods than the plain network's
-                        label = name if name in COMBOS or name == "outlier_exposure" else f"oe-net {name}"
+                        # the OE network's own energy, kNN and their pair are other methods than the plain network's
+                        uses_oe = name == "outlier_exposure" or "outlier_exposure" in COMBOS.get(name, ())
+                        label = name if uses_oe else f"oe-net {name}"
                         record(tally, label, fs, ns, test, cal, field, notcards, (cond,))
                     log.info("%s OE fold %d, %s held out: AUROC %.3f", kind, k, cond,
                              tally["outlier_exposure"]["auroc"][cond][-1])

@@ -72,5 +72,6 @@ def test_a_tiny_run_prints_every_table(study, tmp_path, capsys):
     report = json.loads(out.read_text())
     rows = {r[0]: r for r in report["retrained_series"]["rows"]}
     assert {"max_softmax", "max_logit", "energy", "mahalanobis", "knn", "outlier_exposure", "oe+knn"} <= set(rows)
+    assert "oe-net energy+knn" in rows  # the OE networks' own pairs are kept apart from the plain networks'
     assert all(0.0 <= v <= 1.0 for r in rows.values() for v in r[1:])
     assert report["counts"] == {"field_in": 709, "field_unknown": 491, "sim": 48}
