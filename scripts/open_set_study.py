@@ -179,7 +179,7 @@ def load_notcards(seeds) -> NotCards:
 
 def build(kind: str, num_classes: int = len(CODES)):
     if kind == "image":
-        from training.models import CardNet
+        from training.image_models import CardNet
 
         return CardNet(num_classes=num_classes)
     from training.series_models import SeriesNet
@@ -218,7 +218,7 @@ def shipped_twin(kind: str, probe: np.ndarray):
     then the convolution weights, then each linear layer's (bias, weight), in layer order; the
     assignment is verified against Paddle Inference on ``probe`` inputs.
     """
-    from training.evaluate import Predictor
+    from training.evaluate_exported import ExportedModel
 
     folder = REPO / "models" / ("default" if kind == "image" else "series")
     values = [v.numpy() for v in paddle.jit.load(str(folder / "inference")).state_dict().values()]
@@ -242,7 +242,7 @@ def shipped_twin(kind: str, probe: np.ndarray):
         raise RuntimeError(f"cannot map the exported {kind} weights onto the dygraph network")
     net.set_state_dict(state)
     logits, _ = forward(net, kind, probe)
-    predictor = Predictor(folder)
+    predictor = ExportedModel(folder)
     feed = probe.astype(np.float32)[:, None] / np.float32(255.0) if kind == "image" else probe
     reference = predictor(feed)  # the folder's single input, whatever its name
     gap = float(np.abs(C.softmax(logits) - reference).max())
@@ -254,7 +254,8 @@ def shipped_twin(kind: str, probe: np.ndarray):
 def train(kind: str, x: np.ndarray, y: np.ndarray, num_classes: int, epochs: int, seed: int = 0):
     """The shipped recipe (AdamW 3e-3 one-cycle, batch 64, label smoothing 0.05, series augmentation)."""
     from training.series_augment import augment_series
-    from training.train import Recipe, make_optimizer
+    from training.recipe import Recipe
+    from training.train import make_optimizer
 
     paddle.seed(seed)
     net = build(kind, num_classes)
