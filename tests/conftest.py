@@ -227,6 +227,21 @@ def small_field_csv(path: Path, per_class: int, others: int = 2) -> Path:
     return path
 
 
+FEW_FIELD_PER_CLASS = 6
+
+
+@pytest.fixture(scope="session")
+def few_field_csv(tmp_path_factory) -> Path:
+    """``few.csv``: the first 6 vendored field cards of each of our seven codes (42) and 2 others."""
+    return small_field_csv(tmp_path_factory.mktemp("field") / "few.csv", FEW_FIELD_PER_CLASS)
+
+
+@pytest.fixture(scope="module")
+def training_cache(tmp_path_factory) -> Path:
+    """A training cache (``--cache-dir``) shared by the tests of one module."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(scope="session")
 def tiny_cardnet(tmp_path_factory) -> Path:
     """An untrained (seeded) ``cardnet`` exported by the toolkit, ``model.pdparams`` included: a base for ``--init``."""

@@ -4,26 +4,17 @@ the ONE shared preprocessing tail; varied, deterministic per seed, recorded in t
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from tests.conftest import small_field_csv
-
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def field_cards(tmp_path_factory, cache):
+def field_cards(few_field_csv, training_cache):
     from training.data import field_csv_to_folder, load_data
     from training.series_data import load_strokes
 
-    folder = field_csv_to_folder(small_field_csv(tmp_path_factory.mktemp("f") / "f.csv", 4), cache_dir=cache)
-    cs = load_data(folder, cache_dir=cache, keep_ink=True, progress=False)
+    folder = field_csv_to_folder(few_field_csv, cache_dir=training_cache)
+    cs = load_data(folder, cache_dir=training_cache, keep_ink=True, progress=False)
     cs.strokes = load_strokes(cs, progress=False)
     return cs
 
@@ -94,11 +85,11 @@ def test_cards_without_a_csv_keep_their_outline(field_cards):
     np.testing.assert_array_equal(x, cs.model_input(np.array([1, 2])))
 
 
-def test_run_with_render_augment(field_cards, cache, tmp_path):
+def test_run_with_render_augment(field_cards, training_cache, tmp_path):
     from training import pipeline, run
 
     result = pipeline.train_run(run.parse_args([
-        "--data", field_cards.source, "--render-augment", "--epochs", "1", "--cache-dir", str(cache),
+        "--data", field_cards.source, "--render-augment", "--epochs", "1", "--cache-dir", str(training_cache),
         "--runs-dir", str(tmp_path), "--name", "ra", "--no-vdl", "--no-export", "--no-progress"]))
     assert result["metrics"]["epochs_run"] == 1
     assert json.loads((tmp_path / "ra" / "config.json").read_text())["recipe"]["render_augment"] is True

@@ -10,20 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import small_field_csv
+from tests.conftest import FEW_FIELD_PER_CLASS
 
-FIELD_PER_CLASS = 6
 K = 3
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def field_csv(tmp_path_factory) -> Path:
-    return small_field_csv(tmp_path_factory.mktemp("field") / "few.csv", FIELD_PER_CLASS)
 
 
 def _names(path: Path) -> list[str]:
@@ -45,14 +34,14 @@ def test_folds_are_stratified_balanced_and_seeded():
 
 
 @pytest.fixture(scope="module")
-def cv_run(field_csv, cache, tmp_path_factory):
+def cv_run(few_field_csv, training_cache, tmp_path_factory):
     """``--data sim <field> --folds 3 --export``, one epoch per fold (3 simulated cards per class)."""
     from training import run
 
     root = tmp_path_factory.mktemp("cv")
-    code = run.main(["--data", "sim", str(field_csv), "--sim-per-class", "3", "--folds", str(K), "--export",
+    code = run.main(["--data", "sim", str(few_field_csv), "--sim-per-class", "3", "--folds", str(K), "--export",
                      "--epochs", "1",
-                     "--cache-dir", str(cache), "--runs-dir", str(root / "runs"), "--logdir", str(root / "log"),
+                     "--cache-dir", str(training_cache), "--runs-dir", str(root / "runs"), "--logdir", str(root / "log"),
                      "--name", "cv", "--out", str(root / "models" / "cv"), "--no-progress", "--no-graph"])
     assert code == 0
     return root
@@ -74,7 +63,7 @@ def test_held_out_folds_never_train_or_select_and_every_card_is_scored_once(cv_r
         # the other folds are in training
         assert set(trained) >= {p["name"] for p in report["predictions"] if p["fold"] != k}
     predicted = [p["name"] for p in report["predictions"]]
-    assert len(predicted) == len(set(predicted)) == 7 * FIELD_PER_CLASS  # every field card scored exactly once
+    assert len(predicted) == len(set(predicted)) == 7 * FEW_FIELD_PER_CLASS  # every field card scored exactly once
     assert set(predicted) == field_names
     for fold in report["per_fold"]:  # per-fold accuracy is the predictions' accuracy on that fold
         rows = [p for p in report["predictions"] if p["fold"] == fold["fold"]]
@@ -83,7 +72,7 @@ def test_held_out_folds_never_train_or_select_and_every_card_is_scored_once(cv_r
     accs = [f["acc"] for f in report["per_fold"]]
     assert report["mean"] == pytest.approx(np.mean(accs), abs=1e-4)
     assert report["std"] == pytest.approx(np.std(accs, ddof=1), abs=1e-4)
-    assert np.array(report["confusion"]["matrix"]).sum() == 7 * FIELD_PER_CLASS
+    assert np.array(report["confusion"]["matrix"]).sum() == 7 * FEW_FIELD_PER_CLASS
     assert report["measured_on"]["source"] == "few" and report["folds"] == K
     assert report["model_selection"].startswith("early stop and best epoch on the sim holdout")
 
@@ -95,31 +84,31 @@ def test_export_records_the_cross_validated_figure(cv_run):
     cv = meta["metrics"]["cross_validation"]
     report = json.loads((cv_run / "runs" / "cv" / "cv.json").read_text(encoding="utf-8"))
     assert cv["folds"] == K and cv["mean"] == report["mean"] and cv["std"] == report["std"]
-    assert cv["measured_on"]["source"] == "few" and cv["measured_on"]["cards"] == 7 * FIELD_PER_CLASS
+    assert cv["measured_on"]["source"] == "few" and cv["measured_on"]["cards"] == 7 * FEW_FIELD_PER_CLASS
     assert set(cv["per_class"]) == {"A01", "A02", "A03", "A05", "A06", "A09", "A10"}
     # the final model trained on every field card: none is in its holdout
     final = cv_run / "runs" / "cv" / "final"
-    assert sum(n.startswith("few/") for n in set(_names(final / "train.txt"))) == 7 * FIELD_PER_CLASS
+    assert sum(n.startswith("few/") for n in set(_names(final / "train.txt"))) == 7 * FEW_FIELD_PER_CLASS
     assert not any(n.startswith("few/") for n in _names(final / "test.txt"))
     assert sorted(p.name for p in (cv_run / "log" / "cv").iterdir()) == ["final", "fold1", "fold2", "fold3"]
 
 
-def test_one_real_source_alone_trains_a_fixed_length(field_csv, cache, tmp_path, capsys):
+def test_one_real_source_alone_trains_a_fixed_length(few_field_csv, training_cache, tmp_path, capsys):
     from training import run
 
-    assert run.main(["--data", str(field_csv), "--folds", "2", "--epochs", "1", "--cache-dir", str(cache),
+    assert run.main(["--data", str(few_field_csv), "--folds", "2", "--epochs", "1", "--cache-dir", str(training_cache),
                      "--runs-dir", str(tmp_path), "--name", "alone", "--no-vdl", "--no-progress"]) == 0
     report = json.loads((tmp_path / "alone" / "cv.json").read_text(encoding="utf-8"))
     assert report["model_selection"].startswith("fixed length")
     assert _names(tmp_path / "alone" / "fold1" / "test.txt") == []
-    assert len(report["predictions"]) == 7 * FIELD_PER_CLASS
+    assert len(report["predictions"]) == 7 * FEW_FIELD_PER_CLASS
     assert not (tmp_path / "alone" / "final").exists()  # no --export: no model
     assert "cross-validation on few" in capsys.readouterr().out
 
 
-def test_two_real_sources_cannot_be_folded(field_csv, tmp_path, capsys):
+def test_two_real_sources_cannot_be_folded(few_field_csv, tmp_path, capsys):
     from training import run
 
-    assert run.main(["--data", str(field_csv), "field", "--folds", "3", "--runs-dir", str(tmp_path), "--no-vdl"]) == 2
+    assert run.main(["--data", str(few_field_csv), "field", "--folds", "3", "--runs-dir", str(tmp_path), "--no-vdl"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "one real (non-sim) source" in err[0]

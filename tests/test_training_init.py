@@ -6,25 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import paddle
 import pytest
-
-from tests.conftest import small_field_csv
-
-FIELD_PER_CLASS = 6
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="module")
-def field_csv(tmp_path_factory) -> Path:
-    return small_field_csv(tmp_path_factory.mktemp("field") / "mine.csv", FIELD_PER_CLASS)
 
 
 def _main(argv) -> int:
@@ -44,7 +29,7 @@ def test_export_writes_the_training_weights_with_their_digest(tiny_cardnet):
     assert set(state) == set(net.state_dict())  # structured names, every parameter and buffer
 
 
-def test_init_weights_give_the_exported_models_output(tiny_cardnet, field_csv, cache):
+def test_init_weights_give_the_exported_models_output(tiny_cardnet, few_field_csv, training_cache):
     from training.data import field_csv_to_folder, load_data
     from training.evaluate_exported import ExportedModel
     from training.export import WithSoftmax
@@ -54,26 +39,26 @@ def test_init_weights_give_the_exported_models_output(tiny_cardnet, field_csv, c
     init = read_init(tiny_cardnet)
     net = build_model(init.architecture)
     apply_state(net, init.state())
-    x = load_data(field_csv_to_folder(field_csv, cache_dir=cache), cache_dir=cache, progress=False).model_input(
+    x = load_data(field_csv_to_folder(few_field_csv, cache_dir=training_cache), cache_dir=training_cache, progress=False).model_input(
         np.arange(6))
     head = WithSoftmax(net)
     head.eval()
     np.testing.assert_allclose(head(paddle.to_tensor(x)).numpy(), ExportedModel(tiny_cardnet)(x), rtol=1e-4, atol=1e-5)
 
 
-def test_fine_tuned_run_starts_from_the_base_weights(tiny_cardnet, field_csv, cache, tmp_path, capsys):
+def test_fine_tuned_run_starts_from_the_base_weights(tiny_cardnet, few_field_csv, training_cache, tmp_path, capsys):
     """The run's first forward (epoch 0, before any step) equals the exported base on the same holdout cards."""
     from shared.meta import load_meta
     from training.data import field_csv_to_folder, load_data
     from training.evaluate_exported import ExportedModel
     from training.metrics import accuracy_and_loss
 
-    assert _main(["--data", str(field_csv), "--init", str(tiny_cardnet), "--epochs", "1", "--holdout", "0.5",
-                  "--cache-dir", str(cache), "--runs-dir", str(tmp_path / "runs"), "--name", "ft",
+    assert _main(["--data", str(few_field_csv), "--init", str(tiny_cardnet), "--epochs", "1", "--holdout", "0.5",
+                  "--cache-dir", str(training_cache), "--runs-dir", str(tmp_path / "runs"), "--name", "ft",
                   "--out", str(tmp_path / "ft"), "--no-vdl", "--no-progress", "--no-graph"]) == 0
     run = tmp_path / "runs" / "ft"
     state = json.loads((run / "checkpoint" / "state.json").read_text())
-    cs = load_data(field_csv_to_folder(field_csv, cache_dir=cache), cache_dir=cache, progress=False)
+    cs = load_data(field_csv_to_folder(few_field_csv, cache_dir=training_cache), cache_dir=training_cache, progress=False)
     holdout = {line.rsplit(" ", 1)[0] for line in (run / "test.txt").read_text().splitlines()}
     idx = np.array([i for i, n in enumerate(cs.names) if n in holdout])
     probs = ExportedModel(tiny_cardnet)(cs.model_input(idx))
@@ -88,13 +73,13 @@ def test_fine_tuned_run_starts_from_the_base_weights(tiny_cardnet, field_csv, ca
     assert "the --init model on the same holdout" in capsys.readouterr().out
 
 
-def test_frozen_trunk_keeps_its_weights_and_statistics(tiny_cardnet, field_csv, cache, tmp_path):
+def test_frozen_trunk_keeps_its_weights_and_statistics(tiny_cardnet, few_field_csv, training_cache, tmp_path):
     """``--freeze-epochs``: during the frozen epochs only the fully connected head moves (BN statistics too stay)."""
     from training.models import build_model
     from training.train import trunk_parameters
 
-    assert _main(["--data", str(field_csv), "--init", str(tiny_cardnet), "--epochs", "1", "--freeze-epochs", "1",
-                  "--cache-dir", str(cache), "--runs-dir", str(tmp_path), "--name", "frozen", "--no-vdl",
+    assert _main(["--data", str(few_field_csv), "--init", str(tiny_cardnet), "--epochs", "1", "--freeze-epochs", "1",
+                  "--cache-dir", str(training_cache), "--runs-dir", str(tmp_path), "--name", "frozen", "--no-vdl",
                   "--no-export", "--no-progress"]) == 0
     before = paddle.load(str(tiny_cardnet / "model.pdparams"))
     after = paddle.load(str(tmp_path / "frozen" / "checkpoint" / "model.pdparams"))
@@ -115,25 +100,25 @@ def test_frozen_trunk_keeps_its_weights_and_statistics(tiny_cardnet, field_csv, 
     (["--model", "cnn01"], "it is a cardnet network, the run trains cnn01"),
     (["--preset", "seed", "--model", "cardnet"], "preprocessing"),
 ])
-def test_mismatch_is_refused_with_one_line(tiny_cardnet, field_csv, tmp_path, capsys, flags, message):
-    assert _main(["--data", str(field_csv), "--init", str(tiny_cardnet), *flags, "--runs-dir", str(tmp_path),
+def test_mismatch_is_refused_with_one_line(tiny_cardnet, few_field_csv, tmp_path, capsys, flags, message):
+    assert _main(["--data", str(few_field_csv), "--init", str(tiny_cardnet), *flags, "--runs-dir", str(tmp_path),
                   "--no-vdl"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0] and err[0].startswith("error: --init")
 
 
-def test_other_labels_and_missing_weights_are_refused(tiny_cardnet, field_csv, tmp_path, capsys):
+def test_other_labels_and_missing_weights_are_refused(tiny_cardnet, few_field_csv, tmp_path, capsys):
     other = tmp_path / "other-labels"
     shutil.copytree(tiny_cardnet, other)
     meta = json.loads((other / "meta.json").read_text(encoding="utf-8"))
     meta["labels"] = meta["labels"][:7]
     (other / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
-    assert _main(["--data", str(field_csv), "--init", str(other), "--runs-dir", str(tmp_path), "--no-vdl"]) == 2
+    assert _main(["--data", str(few_field_csv), "--init", str(other), "--runs-dir", str(tmp_path), "--no-vdl"]) == 2
     assert "labels" in capsys.readouterr().err
     old = tmp_path / "old-export"
     shutil.copytree(tiny_cardnet, old)
     (old / "model.pdparams").unlink()
-    assert _main(["--data", str(field_csv), "--init", str(old), "--runs-dir", str(tmp_path), "--no-vdl"]) == 2
+    assert _main(["--data", str(few_field_csv), "--init", str(old), "--runs-dir", str(tmp_path), "--no-vdl"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no model.pdparams" in err[0] and "re-export or retrain" in err[0]
 

@@ -10,15 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, simulated_train_set, small_field_csv
+from tests.conftest import FEW_FIELD_PER_CLASS, REPO, simulated_train_set
 
 PER_CLASS = 3
-FIELD_PER_CLASS = 6
-
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +20,14 @@ def sim_dir(tmp_path_factory) -> Path:
     return simulated_train_set(tmp_path_factory, PER_CLASS, seed=21)
 
 
-@pytest.fixture(scope="module")
-def field_csv(tmp_path_factory) -> Path:
-    return small_field_csv(tmp_path_factory.mktemp("field") / "few-field.csv", FIELD_PER_CLASS)
-
-
 # ------------------------------------------------------------------------------------------ parsing
 
 
-def test_parse_sources_aliases_paths_and_shares(sim_dir, field_csv):
+def test_parse_sources_aliases_paths_and_shares(sim_dir, few_field_csv):
     from training.sources import parse_sources
 
-    specs = parse_sources(["sim", f"{field_csv}:0.3"])
-    assert [(s.name, s.spec, s.share) for s in specs] == [("sim", "sim", None), ("few-field", str(field_csv), 0.3)]
+    specs = parse_sources(["sim", f"{few_field_csv}:0.3"])
+    assert [(s.name, s.spec, s.share) for s in specs] == [("sim", "sim", None), ("few", str(few_field_csv), 0.3)]
     assert specs[0].is_sim and not specs[1].is_sim
     assert [s.name for s in parse_sources("field")] == ["field"]
     assert parse_sources([str(sim_dir)])[0].name == "train"
@@ -122,10 +111,10 @@ def _read_scalars(log_dir: Path) -> set[str]:
     return tags
 
 
-def test_two_sources_split_apart_mixed_by_share_with_provenance(sim_dir, field_csv, cache, tmp_path, capsys):
+def test_two_sources_split_apart_mixed_by_share_with_provenance(sim_dir, few_field_csv, training_cache, tmp_path, capsys):
     from shared.meta import load_meta
 
-    result = _train(["--data", str(sim_dir), f"{field_csv}:0.5", "--epochs", "1", "--cache-dir", str(cache),
+    result = _train(["--data", str(sim_dir), f"{few_field_csv}:0.5", "--epochs", "1", "--cache-dir", str(training_cache),
                      "--runs-dir", str(tmp_path / "runs"), "--logdir", str(tmp_path / "log"), "--name", "mix",
                      "--out", str(tmp_path / "models" / "mix"), "--no-progress", "--no-graph"])
     out = capsys.readouterr().out
@@ -133,7 +122,7 @@ def test_two_sources_split_apart_mixed_by_share_with_provenance(sim_dir, field_c
     config = json.loads((run / "config.json").read_text())
     sim, field = config["sources"]
     assert (sim["name"], sim["share"], sim["cards"]) == ("train", None, 12 * PER_CLASS)
-    assert (field["name"], field["share"], field["cards"]) == ("few-field", 0.5, 7 * FIELD_PER_CLASS)
+    assert (field["name"], field["share"], field["cards"]) == ("few", 0.5, 7 * FEW_FIELD_PER_CLASS)
     assert sim["fingerprint"] and field["fingerprint"] and sim["fingerprint"] != field["fingerprint"]
     # each source split on its own, per class: 6 field cards of a class -> 5 train, 1 holdout
     assert field["train_cards"] == 7 * 5 and field["holdout_cards"] == 7
@@ -144,40 +133,40 @@ def test_two_sources_split_apart_mixed_by_share_with_provenance(sim_dir, field_c
     train = (run / "train.txt").read_text(encoding="utf-8").splitlines()
     holdout = (run / "test.txt").read_text(encoding="utf-8").splitlines()
     assert len(train) == total
-    assert sum(line.startswith("few-field/") for line in train) == field["draws_per_epoch"]
+    assert sum(line.startswith("few/") for line in train) == field["draws_per_epoch"]
     assert not {x.rsplit(" ", 1)[0] for x in train} & {x.rsplit(" ", 1)[0] for x in holdout}
     # holdout accuracy per source and overall: summary, meta.json, VisualDL
     by_source = result["metrics"]["holdout_by_source"]
-    assert set(by_source) == {"train", "few-field"} and by_source["few-field"]["holdout_cards"] == 7
-    assert "few-field: holdout accuracy" in out
+    assert set(by_source) == {"train", "few"} and by_source["few"]["holdout_cards"] == 7
+    assert "few: holdout accuracy" in out
     meta = load_meta(tmp_path / "models" / "mix")
-    assert [s["name"] for s in meta["data"]["sources"]] == ["train", "few-field"]
+    assert [s["name"] for s in meta["data"]["sources"]] == ["train", "few"]
     assert meta["data"]["sources"][1]["share"] == 0.5
     assert meta["metrics"]["holdout_by_source"] == by_source
     tags = _read_scalars(tmp_path / "log" / "mix")
-    assert {"holdout_by_source/train", "holdout_by_source/few-field", "holdout/acc"} <= tags
+    assert {"holdout_by_source/train", "holdout_by_source/few", "holdout/acc"} <= tags
     # 1 holdout card per class per source: the figure is noise, and the run says so
     assert "warning: holdout too small to trust" in out and "--folds K" in out
 
 
-def test_one_source_is_what_it_always_was(sim_dir, cache, tmp_path):
+def test_one_source_is_what_it_always_was(sim_dir, training_cache, tmp_path):
     from training.data import load_data, split_indices
 
-    _train(["--data", str(sim_dir), "--epochs", "1", "--cache-dir", str(cache), "--runs-dir", str(tmp_path),
+    _train(["--data", str(sim_dir), "--epochs", "1", "--cache-dir", str(training_cache), "--runs-dir", str(tmp_path),
             "--name", "one", "--no-vdl", "--no-export", "--no-progress"])
-    cs = load_data(sim_dir, cache_dir=cache, progress=False)
+    cs = load_data(sim_dir, cache_dir=training_cache, progress=False)
     train_idx, holdout_idx = split_indices(cs.names, cs.labels, 0.1)
     listed = [line.rsplit(" ", 1)[0] for line in (tmp_path / "one" / "test.txt").read_text().splitlines()]
     assert listed == [cs.names[i] for i in holdout_idx]  # names unprefixed, the same split as before
     assert json.loads((tmp_path / "one" / "config.json").read_text())["sources"][0]["share"] is None
 
 
-def test_field_alias_is_the_vendored_file(cache):
+def test_field_alias_is_the_vendored_file(training_cache):
     from training.data import FIELD_CARDS
     from training.sources import parse_sources, resolve_path
 
     assert FIELD_CARDS == REPO / "data" / "field" / "field-cards.csv" and FIELD_CARDS.is_file()
-    folder = resolve_path(parse_sources("field")[0], cache_dir=cache)
+    folder = resolve_path(parse_sources("field")[0], cache_dir=training_cache)
     assert len(list(folder.rglob("*.png"))) == 709  # the cards with one of our seven codes
     assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == ["A01", "A02", "A03", "A05", "A06", "A09", "A10"]
 

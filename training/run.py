@@ -194,6 +194,8 @@ def launch_command(args: argparse.Namespace, argv: list[str]) -> list[str] | Non
     """
     if getattr(args, "procs", 1) <= 1 or world()[1] > 1:
         return None
+    if getattr(args, "folds", None) is not None:
+        raise SystemExit("error: --folds trains its folds one after the other in one process (drop --procs)")
     batch = resolve_recipe(args).batch_size
     if batch % args.procs:
         raise SystemExit(f"error: --procs {args.procs} must divide the batch size {batch} "
@@ -240,6 +242,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(field_csv_to_folder(args.csv, args.out))
     elif args.command == "learning-curve":
         learning_curve(args, parse_args)
+    elif args.command in ("compare-models", "compare-lr") and (args.folds is not None or args.export):
+        raise SystemExit(f"error: {args.command} does not take --folds/--export (run each variant with --folds)")
     elif args.command == "compare-models":
         compare_runs(args, [(m, {"model": m}) for m in args.models], "compare-models")
     elif args.command == "compare-lr":
