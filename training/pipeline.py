@@ -70,11 +70,11 @@ class RunData:
         """The series of every card (series and dual networks), else None."""
         return self.sources.series
 
-    def holdout_groups(self) -> dict[str, np.ndarray] | None:
-        """Source name -> mask over ``holdout_idx`` (None for a one-source run)."""
+    def source_masks(self, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Source name -> which of the cards ``idx`` come from it (None for a one-source run)."""
         if len(self.sources.specs) < 2:
             return None
-        return {sp.name: self.sources.source_of[self.holdout_idx] == s for s, sp in enumerate(self.sources.specs)}
+        return {sp.name: self.sources.source_of[idx] == s for s, sp in enumerate(self.sources.specs)}
 
 
 def ingest_sources(args: argparse.Namespace, recipe: Recipe, rank: int = 0, size: int = 1,
@@ -147,28 +147,23 @@ def small_holdout_warning(data: RunData, minimum: int = MIN_HOLDOUT_PER_CLASS) -
 
 
 def fit_network(recipe: Recipe, data: RunData, run_dir: Path, writer=None, open_part_writer=None,
-                init_state: dict | None = None, holdout_idx: np.ndarray | None = None, **options):
+                init_state: dict | None = None, **options):
     """Fit the recipe's network on ``data`` (two fits and a weight for a late-fusion network).
 
     Args:
         writer / open_part_writer: VisualDL writer of the run / ``part -> writer`` of a late-fusion part.
         init_state: starting weights (``--init``).
-        holdout_idx: what to evaluate on, instead of ``data.holdout_idx`` (cross-validation).
         options: ``resume``, ``progress``, ``rank``, ``size``, ``stop_after`` (:func:`training.train.fit`).
 
     Returns:
         (network, summary) as :func:`training.train.fit`.
     """
-    holdout = data.holdout_idx if holdout_idx is None else holdout_idx
-    groups = None
-    if len(data.sources.specs) > 1:
-        groups = {sp.name: data.sources.source_of[holdout] == s for s, sp in enumerate(data.sources.specs)}
-    common = {"series": data.series, "init_state": init_state, "epoch_pool": data.sampler, "holdout_groups": groups,
-              **options}
+    common = {"series": data.series, "init_state": init_state, "epoch_pool": data.sampler,
+              "holdout_groups": data.source_masks(data.holdout_idx), **options}
     if network(recipe.model).late_fusion:  # two networks, each trained and stopped on its own, then a weight
-        return fit_late_fusion(recipe, data.cards, data.balanced, holdout, run_dir, open_writer=open_part_writer,
-                               **common)
-    return fit(recipe, data.cards, data.balanced, holdout, run_dir, writer=writer, **common)
+        return fit_late_fusion(recipe, data.cards, data.balanced, data.holdout_idx, run_dir,
+                               open_writer=open_part_writer, **common)
+    return fit(recipe, data.cards, data.balanced, data.holdout_idx, run_dir, writer=writer, **common)
 
 
 def score_cards(net, recipe: Recipe, sources: Sources, idx: np.ndarray) -> np.ndarray:
@@ -230,20 +225,15 @@ def finite(x: float, digits: int = 4) -> float | None:
     return None if x != x else round(float(x), digits)
 
 
-def run_metrics(summary: dict[str, Any], data: RunData, holdout_idx: np.ndarray | None = None) -> dict[str, Any]:
-    """The figures of a finished fit (holdout accuracy and loss, per source, epochs, speed, per class, confusion).
-
-    ``holdout_idx``: the cards the summary's probabilities belong to (default ``data.holdout_idx``).
-    """
-    holdout = data.holdout_idx if holdout_idx is None else holdout_idx
+def run_metrics(summary: dict[str, Any], data: RunData) -> dict[str, Any]:
+    """The figures of a finished fit (holdout accuracy and loss, per source, epochs, speed, per class, confusion)."""
+    holdout = data.holdout_idx
     by_source = {}
-    if len(data.sources.specs) > 1 and len(holdout):
-        source_of = data.sources.source_of[holdout]
+    if len(holdout):
         pred = np.asarray(summary["probs"]).argmax(axis=1)
-        for s, spec in enumerate(data.sources.specs):
-            mask = source_of == s
-            by_source[spec.name] = {"holdout_acc": finite(float((pred[mask] == summary["labels"][mask]).mean()))
-                                    if mask.any() else None, "holdout_cards": int(mask.sum())}
+        for name, mask in (data.source_masks(holdout) or {}).items():
+            by_source[name] = {"holdout_acc": finite(float((pred[mask] == summary["labels"][mask]).mean()))
+                               if mask.any() else None, "holdout_cards": int(mask.sum())}
     return {
         "holdout_acc": finite(summary["final"]["holdout_acc"]),
         "holdout_loss": finite(summary["final"]["holdout_loss"]),
