@@ -122,10 +122,11 @@ def summarise(results: list[dict[str, Any]], arms: list[str], ks: list[int]) -> 
 def format_table(table: dict[str, dict[str, Any]], ks: list[int]) -> str:
     """Rows ``k``, one column per arm: mean ± std."""
     arms = list(table)
-    lines = ["cards/class " + "".join(f"{a:>18}" for a in arms)]
+    widths = [max(16, len(a)) + 2 for a in arms]
+    lines = ["cards/class " + "".join(f"{a:>{w}}" for a, w in zip(arms, widths))]
     for k in ks:
         cells = [f"{table[a][str(k)]['mean']:.3f} ± {table[a][str(k)]['std']:.3f}" for a in arms]
-        lines.append(f"{k:>11} " + "".join(f"{c:>18}" for c in cells))
+        lines.append(f"{k:>11} " + "".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
     return "\n".join(lines)
 
 
