@@ -327,7 +327,7 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
             ev = evaluate(body, inputs, labels, test_idx, groups=holdout_groups)
             record.update(holdout_loss=round(ev["loss"], 5), holdout_acc=round(ev["acc"], 5))
             if ev["by_group"]:
-                record["holdout_acc_by_source"] = {k: round(v, 5) for k, v in ev["by_group"].items()}
+                record["holdout_acc_by_source"] = {k: round(v, 5) for k, v in ev["by_group"].items() if v == v}
             improved = ev["acc"] > state["best_acc"] or (ev["acc"] == state["best_acc"]
                                                          and ev["loss"] < state["best_loss"])
         else:  # no holdout: the last epoch is the result
