@@ -33,8 +33,8 @@ from training import vdl
 from training.data import write_lists
 from training.distributed import init_distributed, set_device
 from training.metrics import accuracy_and_loss, confusion_matrix, per_class_report
-from training.pipeline import (MODELS_DIR, assemble_run, fit_network, finite, ingest_sources, score_cards,
-                               train_run)
+from training.pipeline import (MODELS_DIR, assemble_run, fit_network, finite, format_shares, ingest_sources,
+                               score_cards, train_run)
 from training.recipe import Recipe, fit_length_to_data, resolve_recipe
 from training.sources import (DataSpecError, SourceSpec, Sources, format_sources_report, parse_sources,
                               split_by_source)
@@ -133,6 +133,8 @@ def run_cross_validation(args: argparse.Namespace) -> dict[str, Any]:
     for k in range(k_folds):
         data = _fold_data(sources, recipe, f, fold_of, k, other_train, other_holdout)
         held_out = mine[fold_of == k]
+        if k == 0 and data.sampler is not None:
+            print(format_shares(data), flush=True)
         fold_dir = run_dir / f"fold{k + 1}"
         fold_dir.mkdir(parents=True, exist_ok=True)
         write_lists(fold_dir, sources.cards, data.balanced, data.holdout_idx)

@@ -128,6 +128,12 @@ def prepare_data(args: argparse.Namespace, recipe: Recipe, rank: int = 0, size: 
     return split_run(ingest_sources(args, recipe, rank, size, progress), recipe)
 
 
+def format_shares(data: RunData) -> str:
+    """One line: each source's training cards and draws per epoch (a run with shares)."""
+    return "shares: " + ", ".join(f"{d['name']} {d['train_cards']} cards -> {d['draws_per_epoch']} draws per epoch "
+                                  f"({d['epoch_share']:.0%})" for d in data.sampler.describe(data.sources.specs))
+
+
 def small_holdout_warning(data: RunData, minimum: int = MIN_HOLDOUT_PER_CLASS) -> str | None:
     """A one-line warning when a class of a source has fewer than ``minimum`` holdout cards, else None."""
     labels, source_of = data.cards.labels, data.sources.source_of
@@ -302,9 +308,7 @@ def train_run(args: argparse.Namespace, data: RunData | None = None,
         print(f"split ({recipe.split}): {len(data.train_idx)} train -> {len(data.balanced)} after balancing, "
               f"{len(data.holdout_idx)} holdout", flush=True)
         if data.sampler is not None:
-            print("shares: " + ", ".join(f"{d['name']} {d['train_cards']} cards -> {d['draws_per_epoch']} draws "
-                                         f"per epoch ({d['epoch_share']:.0%})"
-                                         for d in data.sampler.describe(data.sources.specs)), flush=True)
+            print(format_shares(data), flush=True)
         if init is not None:
             print(f"init: from {init.folder} ({init.architecture}, weights sha256 {init.sha256[:12]}…), "
                   f"preset {preset_name(args)}", flush=True)
