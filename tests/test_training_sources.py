@@ -176,3 +176,12 @@ def test_field_set_and_docs_stay_inside_the_repository():
 
     assert Path(parse_args(["field-set"]).csv) == REPO / "data" / "field" / "field-cards.csv"
     assert "../shared" not in (REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8")
+
+
+def test_eval_reads_the_vendored_field_cards(tiny_cardnet, training_cache, tmp_path):
+    from training import run
+
+    assert run.main(["eval", "--model", str(tiny_cardnet), "--data", "field", "--out", str(tmp_path),
+                     "--cache-dir", str(training_cache), "--no-progress"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert report["cards"] == 709 and report["data"].endswith("data/field/field-cards.csv")
