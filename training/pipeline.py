@@ -88,9 +88,12 @@ def ingest_sources(args: argparse.Namespace, recipe: Recipe, rank: int = 0, size
     specs = parse_sources(args.data)
     config = PreprocessConfig(method=recipe.preprocess)
 
+    image = recipe.input != "series"  # the image augmentations need outlines and strokes; a series net does not
+
     def ingest(show: bool) -> Sources:
         return load_sources(specs, config, recipe.input, args.cache_dir, recipe.sim_per_class,
-                            keep_ink=recipe.augment, keep_strokes=recipe.render_augment, progress=show)
+                            keep_ink=recipe.augment and image, keep_strokes=recipe.render_augment and image,
+                            progress=show)
 
     if rank == 0:
         sources = ingest(progress)
