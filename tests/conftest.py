@@ -206,6 +206,55 @@ def simulated_train_set(tmp_path_factory, per_class: int, seed: int) -> Path:
     return out / "train"
 
 
+def small_field_csv(path: Path, per_class: int, others: int = 2) -> Path:
+    """The first ``per_class`` vendored field cards of each of our codes (and ``others`` without one), as a
+    field-format CSV at ``path``: real cards, few enough for a one-epoch test run."""
+    import csv
+
+    taken: dict[str, int] = {}
+    with open(REPO / "data" / "field" / "field-cards.csv", newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        rows = []
+        for row in reader:
+            code = row["code"]
+            if taken.get(code, 0) < (per_class if code else others):
+                taken[code] = taken.get(code, 0) + 1
+                rows.append(row)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=reader.fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+FEW_FIELD_PER_CLASS = 6
+
+
+@pytest.fixture(scope="session")
+def few_field_csv(tmp_path_factory) -> Path:
+    """``few.csv``: the first 6 vendored field cards of each of our seven codes (42) and 2 others."""
+    return small_field_csv(tmp_path_factory.mktemp("field") / "few.csv", FEW_FIELD_PER_CLASS)
+
+
+@pytest.fixture(scope="module")
+def training_cache(tmp_path_factory) -> Path:
+    """A training cache (``--cache-dir``) shared by the tests of one module."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_cardnet(tmp_path_factory) -> Path:
+    """An untrained (seeded) ``cardnet`` exported by the toolkit, ``model.pdparams`` included: a base for ``--init``."""
+    import paddle
+
+    from training.export import export_model
+    from training.image_models import CardNet
+
+    paddle.seed(3)
+    folder = tmp_path_factory.mktemp("models") / "tiny-cardnet"
+    return export_model(CardNet(), folder, {"name": "tiny-cardnet", "architecture": "cardnet"})
+
+
 # --------------------------------------------------------------------------------------------
 # A real gunicorn on loopback
 # --------------------------------------------------------------------------------------------

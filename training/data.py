@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 MAX_LISTED = 50  # bad cards listed by name in reports; all are counted
 CACHE_FORMAT = 3  # bump when the cache layout or the card reading changes (3: trailing (0, 0) padding dropped)
 DEFAULT_SIM = {"per_class": 800, "seed": 20240601}
+# The public field cards, vendored (data/field/README.md: source, licence, columns); --data field reads them.
+FIELD_CARDS = Path(__file__).resolve().parents[1] / "data" / "field" / "field-cards.csv"
 DEFAULT_WELL_PATTERN = r"^(.+?)[_\-]"
 EXAMPLES_PER_CLASS = 3
 
@@ -65,6 +67,9 @@ class CardSet:
     preprocess: dict[str, Any] = field(default_factory=dict)
     example_idx: list[int] = field(default_factory=list)  # a few cards per class, for VisualDL images
     example_ink: np.ndarray | None = None  # their outline masks, uint8 [k, H, W]
+    # raw (position, load) of each card with a usable CSV (None for the others), only when asked for:
+    # what the renderer augmentation re-draws (training.series_data.load_strokes, training.render_augment)
+    strokes: list | None = None
 
     def examples(self) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
         """code -> [(outline mask, model input)] for the example cards (raw vs preprocessed)."""
@@ -120,15 +125,21 @@ def resolve_source(data: str, cache_dir: str | os.PathLike | None = None, sim_pe
     return train
 
 
-def field_csv_to_folder(csv_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> Path:
+def field_csv_to_folder(csv_path: str | os.PathLike = FIELD_CARDS, out_dir: str | os.PathLike | None = None,
+                        cache_dir: str | os.PathLike | None = None) -> Path:
     """Turn ``field-cards.csv`` (one card per row, series only) into a competition-layout folder.
 
     Only rows with one of our condition codes are written (``<out>/<code>/<id>.png + .csv``); the PNG is
     drawn by :func:`shared.cards.render_card_png`, the renderer the competition format assumes.
+
+    Args:
+        csv_path: the field-format CSV (default the vendored ``data/field/field-cards.csv``).
+        out_dir: the folder to write; default a folder in ``cache_dir`` keyed by the file's size and time.
+        cache_dir: the cache (default :func:`default_cache_dir`).
     """
     csv_path = Path(csv_path)
     st = csv_path.stat()
-    out = Path(out_dir or default_cache_dir() / f"field-{st.st_size}-{st.st_mtime_ns}-v{CACHE_FORMAT}")
+    out = Path(out_dir or Path(cache_dir or default_cache_dir()) / f"field-{st.st_size}-{st.st_mtime_ns}-v{CACHE_FORMAT}")
     if (out / ".complete").is_file():
         return out
     written = 0

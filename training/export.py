@@ -10,6 +10,12 @@
 ``meta.json`` records them (``input``, and for series/dual ``inputs`` and ``series_preprocess``) with the
 preprocessing that makes them. The folder is built beside its target and moved into place in one
 ``os.replace`` (:func:`shared.atomic.atomic_directory`), so serving never sees half a model.
+
+Beside the inference program the folder holds ``model.pdparams``: the logits network's ``state_dict``
+with its structured parameter names (as ``runs/<run>/best.pdparams``), digested in ``meta.json`` →
+``training_weights``. ``paddle.jit.save`` renames every parameter, so the inference files cannot be
+loaded back into a network; this file is what ``run.py --init`` fine-tunes from
+(:mod:`training.warm_start`). Serving ignores it.
 """
 
 from __future__ import annotations
@@ -26,10 +32,12 @@ from paddle import nn
 from paddle.static import InputSpec
 
 from shared.atomic import atomic_directory
-from shared.meta import MODEL_KINDS, MODEL_PREFIX, write_meta
+from shared.meta import MODEL_KINDS, MODEL_PREFIX, weights_digest, write_meta
 from shared.preprocess import PreprocessConfig
 from shared.series import SeriesConfig
 from training.image_models import INPUT_SHAPE
+
+TRAINING_WEIGHTS = "model.pdparams"  # the logits network's state_dict, structured names (for --init)
 
 
 class SoftmaxHead(nn.Layer):
@@ -97,7 +105,7 @@ def input_meta(kind: str, series_config: SeriesConfig) -> dict[str, Any]:
 
 def export_model(layer: nn.Layer, out_dir: str | os.PathLike, meta_extra: dict[str, Any] | None = None,
                  softmax: bool = True, kind: str = "image", series_config: SeriesConfig | None = None) -> Path:
-    """Save ``layer`` with ``paddle.jit.save`` and write ``meta.json``, atomically.
+    """Save ``layer`` with ``paddle.jit.save``, its ``state_dict`` (``model.pdparams``) and ``meta.json``, atomically.
 
     Args:
         layer: the network, returning logits (wrapped in the softmax head of its kind unless
@@ -139,6 +147,8 @@ def export_model(layer: nn.Layer, out_dir: str | os.PathLike, meta_extra: dict[s
     try:
         with atomic_directory(out_dir) as tmp:
             paddle.jit.save(net, str(tmp / MODEL_PREFIX), input_spec=specs)
+            paddle.save(layer.state_dict(), str(tmp / TRAINING_WEIGHTS))
+            meta["training_weights"] = weights_digest(tmp / TRAINING_WEIGHTS)
             write_meta(tmp, meta)
     finally:
         if was_training:

@@ -3,7 +3,9 @@
 :func:`augment_ink` jitters a card's outline mask the way other renderers and recorders differ; the
 result goes through the same deterministic tail as every card (:func:`shared.preprocess.preprocess_ink`),
 so training never sees an input that the shared preprocessing could not have produced. Inference never
-augments. The series input has its own, :mod:`training.series_augment`.
+augments. :func:`augmented_inputs` also re-draws cards from their series first when asked
+(``--render-augment``, :mod:`training.render_augment`). The series input has its own,
+:mod:`training.series_augment`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 from shared.cards import CardError
 from shared.preprocess import PreprocessConfig, preprocess_ink
 from training.data import CardSet
+from training.render_augment import rerender_ink
 
 
 def augment_ink(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -39,12 +42,29 @@ def augment_ink(ink: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-def augmented_inputs(cs: CardSet, idx: np.ndarray, rng: np.random.Generator, config: PreprocessConfig) -> np.ndarray:
-    """Model inputs ``float32 [n, 1, H, W]`` of cards ``idx`` after augmentation and the shared tail."""
+def augmented_inputs(cs: CardSet, idx: np.ndarray, rng: np.random.Generator, config: PreprocessConfig,
+                     jitter: bool = True, rerender: bool = False) -> np.ndarray:
+    """Model inputs ``float32 [n, 1, H, W]`` of cards ``idx`` after augmentation and the shared tail.
+
+    Args:
+        jitter: jitter each outline (:func:`augment_ink`, ``--augment``; needs ``cs.ink``).
+        rerender: draw each card that has a stroke in ``cs.strokes`` anew first
+            (:func:`training.render_augment.rerender_ink`, ``--render-augment``); the others keep their outline.
+
+    A card whose variation leaves no usable outline (pushed off the canvas) gets its clean input.
+    """
     out = np.empty((len(idx), 1, config.height, config.width), np.float32)
     for k, i in enumerate(idx):
+        stroke = cs.strokes[i] if rerender and cs.strokes is not None else None
         try:
-            out[k] = preprocess_ink(augment_ink(cs.ink[i], rng), config)
-        except CardError:  # the jitter pushed the outline off the canvas: use the clean card
+            if stroke is not None:
+                ink = rerender_ink(*stroke, rng, config.height, config.width)
+            elif cs.ink is not None:
+                ink = cs.ink[i]
+            else:  # nothing to vary: no stroke and no outline kept
+                out[k] = cs.model_input([i])[0]
+                continue
+            out[k] = preprocess_ink(augment_ink(ink, rng) if jitter else ink, config)
+        except CardError:
             out[k] = cs.model_input([i])[0]
     return out

@@ -3,7 +3,7 @@
 =========  ==========================================  =============================================
 kind       arrays (named as the exported inputs)       training-only variation (``rng`` given)
 =========  ==========================================  =============================================
-image      ``image`` ``float32 [n, 1, 190, 400]``      outline jitter, :mod:`training.image_augment`
+image      ``image`` ``float32 [n, 1, 190, 400]``      re-drawing, outline jitter (:mod:`training.image_augment`)
 series     ``series`` ``float32 [n, 5, L]``            shift/warp/noise, :mod:`training.series_augment`
 dual       ``image`` then ``series``                   both, in that order, from the one ``rng``
 =========  ==========================================  =============================================
@@ -55,12 +55,15 @@ class ImageInputs(ModelInputs):
 
     kind = "image"
 
-    def __init__(self, cards: CardSet, stem=None, augment: bool = False, chunk: int = 256):
+    def __init__(self, cards: CardSet, stem=None, augment: bool = False, chunk: int = 256, rerender: bool = False):
         if augment and cards.ink is None:
             raise ValueError("image augmentation needs the cards' outline masks (load_data(..., keep_ink=True))")
+        if rerender and cards.strokes is None:
+            raise ValueError("renderer augmentation needs the cards' strokes (training.series_data.load_strokes)")
         self.cards = cards
         self.stem = stem
         self.augment = augment
+        self.rerender = rerender
         self.config = PreprocessConfig.from_dict(cards.preprocess)
         self.pre = None
         if stem is not None:
@@ -72,8 +75,9 @@ class ImageInputs(ModelInputs):
             self.pre = np.concatenate(pooled) if pooled else None
 
     def arrays(self, idx, rng=None) -> dict[str, np.ndarray]:
-        if rng is not None and self.augment:
-            x = image_augment.augmented_inputs(self.cards, idx, rng, self.config)
+        if rng is not None and (self.augment or self.rerender):
+            x = image_augment.augmented_inputs(self.cards, idx, rng, self.config, jitter=self.augment,
+                                               rerender=self.rerender)
             if self.stem is not None:
                 with paddle.no_grad():
                     x = self.stem(paddle.to_tensor(x)).numpy()
@@ -112,7 +116,7 @@ class DualInputs(ModelInputs):
 
 
 def make_inputs(kind: str, cards: CardSet, series: np.ndarray | None = None, stem=None, augment_image: bool = False,
-                augment_series: bool = False) -> ModelInputs:
+                augment_series: bool = False, rerender_image: bool = False) -> ModelInputs:
     """The inputs of a ``kind`` network for ``cards``.
 
     Args:
@@ -121,6 +125,7 @@ def make_inputs(kind: str, cards: CardSet, series: np.ndarray | None = None, ste
         series: ``float32 [N, 5, L]`` aligned with ``cards``, for ``series`` and ``dual``.
         stem: the network's parameter-free stem (``training.models.split_stem``), applied once to the images.
         augment_image / augment_series: vary training batches (``--augment`` / ``--series-augment``).
+        rerender_image: re-draw the cards that have a stroke before the image tail (``--render-augment``).
 
     Raises:
         ValueError: an unknown kind, or ``series`` missing or not aligned with ``cards``.
@@ -132,5 +137,5 @@ def make_inputs(kind: str, cards: CardSet, series: np.ndarray | None = None, ste
                          f"for {len(cards)} cards)")
     if kind == "series":
         return SeriesInputs(series, augment_series)
-    image = ImageInputs(cards, stem, augment_image)
+    image = ImageInputs(cards, stem, augment_image, rerender=rerender_image)
     return image if kind == "image" else DualInputs(image, SeriesInputs(series, augment_series))

@@ -27,6 +27,7 @@ from training.metrics import accuracy_and_loss, confusion_matrix, per_class_repo
 from training.models import DEFAULT_FOR_INPUT
 from training.recipe import Recipe
 from training.train import fit, save_params
+from training.warm_start import part_state
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +78,17 @@ def part_recipes(recipe: Recipe, image_model: str = DEFAULT_FOR_INPUT["image"],
 
 def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndarray, run_dir: Path,
                     open_writer: Callable[[str], Any] | None = None, resume: bool = False, progress: bool = True,
-                    rank: int = 0, size: int = 1, stop_after: int | None = None, series: np.ndarray | None = None):
+                    rank: int = 0, size: int = 1, stop_after: int | None = None, series: np.ndarray | None = None,
+                    init_state: dict | None = None, **fit_options):
     """Train the image and the series network (``run_dir/image``, ``run_dir/series``), then fuse them.
 
     Args:
         open_writer: ``suffix -> VisualDL writer`` (each part logs to its own run, ``<run>-image`` and
             ``<run>-series``); None: no logging.
-        The rest as :func:`training.train.fit` (``stop_after`` applies to each part).
+        init_state: a late-fusion model's weights (``--init``): each part starts from its half.
+        The rest as :func:`training.train.fit` (``stop_after`` applies to each part; ``fit_options``:
+        ``epoch_pool``, ``holdout_groups``). Without a holdout the weight cannot be chosen: it stays
+        that of ``init_state`` (0, the series network alone, without one).
 
     Returns:
         (:class:`training.dual_models.LateFusionDual` with the chosen weight, summary dict shaped like
@@ -96,7 +101,8 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
         try:
             nets[part], parts[part] = fit(sub, cs, train_idx, test_idx, Path(run_dir) / part, writer=writer,
                                           resume=resume, progress=progress, rank=rank, size=size, stop_after=stop_after,
-                                          series=series)
+                                          series=series, init_state=None if init_state is None else
+                                          part_state(init_state, part), **fit_options)
         finally:
             if writer is not None:
                 writer.close()
@@ -105,13 +111,17 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
 
     labels = parts["series"]["labels"]
     p_image, p_series = parts["image"]["probs"], parts["series"]["probs"]
-    w, table = choose_image_weight(p_image, p_series, labels)
+    if len(labels):
+        w, table = choose_image_weight(p_image, p_series, labels)
+    else:  # no holdout to choose on: the starting model's weight, or the series network alone
+        w = float(np.asarray(init_state["image_weight"]).ravel()[0]) if init_state and "image_weight" in init_state else 0.0
+        table = {}
     fused = mixture(p_image, p_series, w)
     acc, loss = accuracy_and_loss(fused, labels)
     cm = confusion_matrix(labels, fused.argmax(axis=1))
     net = LateFusionDual(nets["image"], nets["series"])  # the two trained networks, mixed
     net.set_image_weight(w)
-    crossfit = crossfit_accuracy(p_image, p_series, labels, seed=recipe.seed)
+    crossfit = crossfit_accuracy(p_image, p_series, labels, seed=recipe.seed) if len(labels) else float("nan")
     if rank == 0:  # the fused network's weights, like every run's best.pdparams
         save_params(Path(run_dir) / "best.pdparams", net)
     log.info("late fusion: image %.4f, series %.4f -> weight %.3f: %.4f (cross-fitted %.4f)",

@@ -29,63 +29,157 @@ import numpy as np
 from shared.atomic import atomic_write_text
 from shared.preprocess import PreprocessConfig
 from training import vdl
-from training.data import (DEFAULT_SIM, CardSet, class_counts, format_ingest_report, load_data, oversample,
-                           resolve_source, simulator_digest, split_indices, write_lists)
+from shared.labels import CODES
+from training.data import DEFAULT_SIM, CardSet, class_counts, oversample, simulator_digest, write_lists
 from training.distributed import barrier, init_distributed, set_device, shared_value
 from training.export import export_model
 from training.late_fusion import fit_late_fusion
 from training.models import count_parameters, network, network_kind
-from training.recipe import Recipe, fit_length_to_data, resolve_recipe
-from training.series_data import cards_with_series
-from training.train import fit
+from training.recipe import Recipe, fit_length_to_data, preset_name, resolve_recipe
+from training.sources import (ShareSampler, Sources, format_sources_report, load_sources, parse_sources,
+                              data_words, split_by_source, training_draws)
+from training.inputs import make_inputs
+from training.train import fit, predict
+from training.warm_start import InitModel, read_init
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MIN_HOLDOUT_PER_CLASS = 10  # fewer holdout cards in a class than this: the figure is noise (issue 16)
 
 
 @dataclass
 class RunData:
-    """The cards of a run, split: ``train_idx`` and its balanced form ``balanced`` (what is trained on),
-    ``holdout_idx``; ``series`` aligned with ``cards`` for series and dual networks (else None)."""
+    """The cards of a run, split: each source's training cards ``pools`` (balanced), epoch 0's training
+    draws ``balanced`` (all pools, or drawn by the shares with ``sampler`` for every epoch),
+    ``holdout_idx``; ``sources`` holds the merged cards, their series (series/dual) and each card's source."""
 
-    cards: CardSet
+    sources: Sources
     preprocess: PreprocessConfig
     train_idx: np.ndarray
+    pools: list[np.ndarray]
     balanced: np.ndarray
     holdout_idx: np.ndarray
-    series: np.ndarray | None
+    sampler: ShareSampler | None = None
+
+    @property
+    def cards(self) -> CardSet:
+        """All cards of the run (every source, merged)."""
+        return self.sources.cards
+
+    @property
+    def series(self) -> np.ndarray | None:
+        """The series of every card (series and dual networks), else None."""
+        return self.sources.series
+
+    def source_masks(self, idx: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Source name -> which of the cards ``idx`` come from it (None for a one-source run)."""
+        if len(self.sources.specs) < 2:
+            return None
+        return {sp.name: self.sources.source_of[idx] == s for s, sp in enumerate(self.sources.specs)}
+
+
+def ingest_sources(args: argparse.Namespace, recipe: Recipe, rank: int = 0, size: int = 1,
+                   progress: bool = True) -> Sources:
+    """Every ``--data`` source ingested (rank 0 first, so the others read the cache), with the series
+    for series/dual networks, outline masks for ``--augment`` and strokes for ``--render-augment``.
+
+    Raises:
+        training.sources.DataSpecError: a bad ``--data``, or no usable CSV for a series/dual run.
+    """
+    specs = parse_sources(args.data)
+    config = PreprocessConfig(method=recipe.preprocess)
+
+    image = recipe.input != "series"  # the image augmentations need outlines and strokes; a series net does not
+
+    def ingest(show: bool) -> Sources:
+        return load_sources(specs, config, recipe.input, args.cache_dir, recipe.sim_per_class,
+                            keep_ink=recipe.augment and image, keep_strokes=recipe.render_augment and image,
+                            progress=show)
+
+    if rank == 0:
+        sources = ingest(progress)
+    barrier(size)
+    if rank != 0:
+        sources = ingest(False)
+    if recipe.input != "image" and rank == 0:
+        for spec in specs:
+            report = sources.reports[spec.name]["series"]
+            print(f"series ({recipe.input}, {spec.name}): {report['with_series']} cards with a usable CSV, "
+                  f"{report['without_series']} skipped {report['by_reason'] or ''}", flush=True)
+    return sources
+
+
+def split_run(sources: Sources, recipe: Recipe) -> RunData:
+    """Each source split on its own (:func:`training.sources.split_by_source`), balanced, mixed by the shares."""
+    train, holdout_idx = split_by_source(sources, recipe.holdout, recipe.split, recipe.well_pattern, recipe.seed)
+    return assemble_run(sources, recipe, train, holdout_idx)
+
+
+def assemble_run(sources: Sources, recipe: Recipe, train: list[np.ndarray], holdout_idx: np.ndarray) -> RunData:
+    """A run's data from each source's training cards and the holdout: balanced per source, then drawn
+    by the shares (:func:`training.sources.training_draws`)."""
+    labels = sources.cards.labels
+    pools = [oversample(t, labels, recipe.per_class_target, recipe.seed) for t in train]
+    balanced, sampler = training_draws(pools, sources.specs, recipe.seed)
+    train_idx = np.sort(np.concatenate(train)).astype(np.int64)
+    return RunData(sources, PreprocessConfig(method=recipe.preprocess), train_idx, pools, balanced,
+                   np.asarray(holdout_idx, np.int64), sampler)
 
 
 def prepare_data(args: argparse.Namespace, recipe: Recipe, rank: int = 0, size: int = 1,
                  progress: bool = True) -> RunData:
-    """Resolve the source, ingest it (rank 0 first, so the others read the cache), split and balance.
+    """Resolve the sources, ingest them, split each and balance (:func:`ingest_sources`, :func:`split_run`)."""
+    return split_run(ingest_sources(args, recipe, rank, size, progress), recipe)
 
-    Raises:
-        SystemExit: a series or dual run on a source where no card has a usable CSV.
+
+def format_shares(data: RunData) -> str:
+    """One line: each source's training cards and draws per epoch (a run with shares)."""
+    return "shares: " + ", ".join(f"{d['name']} {d['train_cards']} cards -> {d['draws_per_epoch']} draws per epoch "
+                                  f"({d['epoch_share']:.0%})" for d in data.sampler.describe(data.sources.specs))
+
+
+def small_holdout_warning(data: RunData, minimum: int = MIN_HOLDOUT_PER_CLASS) -> str | None:
+    """A one-line warning when a class of a source has fewer than ``minimum`` holdout cards, else None."""
+    labels, source_of = data.cards.labels, data.sources.source_of
+    small = []
+    for s, spec in enumerate(data.sources.specs):
+        mine = data.holdout_idx[source_of[data.holdout_idx] == s]
+        if not len(mine):  # a source without a holdout (--holdout 0, the folded source of --folds --export)
+            continue
+        for c in np.unique(labels[source_of == s]):
+            n = int((labels[mine] == c).sum())
+            if n < minimum:
+                small.append(f"{spec.name + ' ' if len(data.sources.specs) > 1 else ''}{CODES[c]} {n}")
+    if not small:
+        return None
+    return (f"warning: holdout too small to trust ({', '.join(small[:8])}{' …' if len(small) > 8 else ''} cards, "
+            f"< {minimum} per class); use --folds K for a cross-validated figure")
+
+
+def fit_network(recipe: Recipe, data: RunData, run_dir: Path, writer=None, open_part_writer=None,
+                init_state: dict | None = None, **options):
+    """Fit the recipe's network on ``data`` (two fits and a weight for a late-fusion network).
+
+    Args:
+        writer / open_part_writer: VisualDL writer of the run / ``part -> writer`` of a late-fusion part.
+        init_state: starting weights (``--init``).
+        options: ``resume``, ``progress``, ``rank``, ``size``, ``stop_after`` (:func:`training.train.fit`).
+
+    Returns:
+        (network, summary) as :func:`training.train.fit`.
     """
-    config = PreprocessConfig(method=recipe.preprocess)
+    common = {"series": data.series, "init_state": init_state, "epoch_pool": data.sampler,
+              "holdout_groups": data.source_masks(data.holdout_idx), **options}
+    if network(recipe.model).late_fusion:  # two networks, each trained and stopped on its own, then a weight
+        return fit_late_fusion(recipe, data.cards, data.balanced, data.holdout_idx, run_dir,
+                               open_writer=open_part_writer, **common)
+    return fit(recipe, data.cards, data.balanced, data.holdout_idx, run_dir, writer=writer, **common)
 
-    def ingest(show: bool) -> tuple[Path, CardSet]:
-        source = resolve_source(args.data, args.cache_dir, sim_per_class=recipe.sim_per_class, progress=show)
-        return source, load_data(source, config, cache_dir=args.cache_dir, keep_ink=recipe.augment, progress=show)
 
-    if rank == 0:
-        source, cs = ingest(progress)
-    barrier(size)
-    if rank != 0:
-        source, cs = ingest(False)
-    series = None
-    if recipe.input != "image":  # series and dual need each card's CSV: cards without one are skipped, counted
-        cs, series = cards_with_series(cs, cache_dir=args.cache_dir, progress=progress and rank == 0)
-        report = cs.report["series"]
-        if rank == 0:
-            print(f"series ({recipe.input}): {report['with_series']} cards with a usable CSV, "
-                  f"{report['without_series']} skipped {report['by_reason'] or ''}", flush=True)
-        if not len(cs):
-            raise SystemExit(f"error: --input {recipe.input}: no card of {source} has a usable CSV")
-    train_idx, holdout_idx = split_indices(cs.names, cs.labels, recipe.holdout, recipe.split, recipe.well_pattern,
-                                           recipe.seed)
-    balanced = oversample(train_idx, cs.labels, recipe.per_class_target, recipe.seed)
-    return RunData(cs, config, train_idx, balanced, holdout_idx, series)
+def score_cards(net, recipe: Recipe, sources: Sources, idx: np.ndarray) -> np.ndarray:
+    """Probabilities ``[n, 12]`` of a trained whole network on cards ``idx`` (no augmentation), the way
+    the exported model computes them (full-size image through the network's own stem)."""
+    inputs = make_inputs(network_kind(recipe.model), sources.cards, sources.series)
+    return predict(net, inputs, np.asarray(idx, np.int64), unpack=True)
 
 
 def run_name(args: argparse.Namespace, recipe: Recipe, size: int) -> str:
@@ -106,27 +200,57 @@ def run_name(args: argparse.Namespace, recipe: Recipe, size: int) -> str:
 
 
 def write_run_config(run_dir: Path, name: str, args: argparse.Namespace, recipe: Recipe, data: RunData,
-                     device: str, size: int) -> None:
+                     device: str, size: int, init: InitModel | None = None) -> None:
     """The run folder's record of what is trained on: split lists, ingest report, ``config.json``."""
     cs = data.cards
     write_lists(run_dir, cs, data.balanced, data.holdout_idx)
     atomic_write_text(run_dir / "data_report.json", json.dumps(cs.report, ensure_ascii=False, indent=1))
     config_doc = {"name": name, "recipe": recipe.to_dict(), "data": args.data, "source": cs.source,
-                  "data_fingerprint": cs.fingerprint, "preprocess": data.preprocess.to_dict(), "device": device,
+                  "data_fingerprint": cs.fingerprint, "sources": source_provenance(data, recipe),
+                  "preprocess": data.preprocess.to_dict(), "device": device,
                   "world_size": size, "logdir": str(Path(args.logdir) / name), "argv": sys.argv[1:],
                   "train_per_class": class_counts(cs.labels[data.balanced]),
-                  "holdout_per_class": class_counts(cs.labels[data.holdout_idx])}
+                  "holdout_per_class": class_counts(cs.labels[data.holdout_idx]),
+                  **({"init": init.provenance()} if init is not None else {})}
     atomic_write_text(run_dir / "config.json", json.dumps(config_doc, ensure_ascii=False, indent=1))
 
 
+def source_provenance(data: RunData, recipe: Recipe) -> list[dict[str, Any]]:
+    """Each source's name, what was given, fingerprint, cards, share, training cards, draws per epoch, holdout."""
+    out = []
+    source_of = data.sources.source_of
+    draws = {d["name"]: d for d in data.sampler.describe(data.sources.specs)} if data.sampler else {}
+    for s, item in enumerate(data.sources.provenance()):
+        out.append({**item, "train_cards": int(len(np.unique(data.pools[s]))),
+                    "draws_per_epoch": draws.get(item["name"], {}).get("draws_per_epoch", int(len(data.pools[s]))),
+                    "holdout_cards": int((source_of[data.holdout_idx] == s).sum()),
+                    **({"simulator": {"digest": simulator_digest(), "per_class": recipe.sim_per_class,
+                                      "seed": DEFAULT_SIM["seed"]}} if data.sources.specs[s].is_sim else {})})
+    return out
+
+
+def finite(x: float, digits: int = 4) -> float | None:
+    """``x`` rounded, or None for NaN (no card to measure on): JSON has no NaN."""
+    return None if x != x else round(float(x), digits)
+
+
 def run_metrics(summary: dict[str, Any], data: RunData) -> dict[str, Any]:
-    """The figures of a finished fit (holdout accuracy and loss, epochs, speed, per class, confusion)."""
+    """The figures of a finished fit (holdout accuracy and loss, per source, epochs, speed, per class, confusion)."""
+    holdout = data.holdout_idx
+    by_source = {}
+    if len(holdout):
+        pred = np.asarray(summary["probs"]).argmax(axis=1)
+        for name, mask in (data.source_masks(holdout) or {}).items():
+            by_source[name] = {"holdout_acc": finite(float((pred[mask] == summary["labels"][mask]).mean()))
+                               if mask.any() else None, "holdout_cards": int(mask.sum())}
     return {
-        "holdout_acc": round(summary["final"]["holdout_acc"], 4),
-        "holdout_loss": round(summary["final"]["holdout_loss"], 4),
+        "holdout_acc": finite(summary["final"]["holdout_acc"]),
+        "holdout_loss": finite(summary["final"]["holdout_loss"]),
+        **({"holdout_by_source": by_source} if by_source else {}),
+        **({"init_holdout_acc": finite(summary["init_holdout"]["holdout_acc"])} if "init_holdout" in summary else {}),
         "best_epoch": summary["best_epoch"], "epochs_run": summary["epoch"],
         "stopped_early": summary["stopped_early"],
-        "holdout_cards": int(len(data.holdout_idx)), "train_cards": int(len(data.balanced)),
+        "holdout_cards": int(len(holdout)), "train_cards": int(len(data.balanced)),
         "train_samples_per_s": summary["samples_per_s"], "train_seconds": round(summary["train_seconds"], 1),
         "per_class": summary["per_class"], "confusion": summary["confusion"],
         **({"late_fusion": summary["late_fusion"]} if "late_fusion" in summary else {}),
@@ -134,33 +258,44 @@ def run_metrics(summary: dict[str, Any], data: RunData) -> dict[str, Any]:
 
 
 def export_metadata(args: argparse.Namespace, recipe: Recipe, data: RunData, metrics: dict[str, Any],
-                    parameters: int, name: str, out: Path) -> dict[str, Any]:
-    """What the run adds to the exported ``meta.json``: metrics, recipe, data provenance, parameters, run."""
+                    parameters: int, name: str, out: Path, init: InitModel | None = None) -> dict[str, Any]:
+    """What the run adds to the exported ``meta.json``: metrics, recipe, data provenance (every source),
+    the model it started from (``--init``), parameters, run."""
     cs = data.cards
+    specs = data.sources.specs
+    one_sim = len(specs) == 1 and specs[0].is_sim
+    sources = source_provenance(data, recipe)
     return {
         "name": out.name, "architecture": recipe.model,
         **({"preprocess": data.preprocess.to_dict()} if recipe.input != "series" else {}),
         "metrics": {k: v for k, v in metrics.items() if k != "confusion"},
         "recipe": recipe.to_dict(),
-        "data": {"source": args.data if args.data == "sim" else Path(cs.source).name,
+        "data": {"source": "sim" if one_sim else Path(cs.source).name if len(specs) == 1 else " + ".join(
+                     s.name for s in specs),
                  "fingerprint": cs.fingerprint, "cards": len(cs), "split": recipe.split,
                  "holdout": recipe.holdout, "train_per_class": class_counts(cs.labels[data.balanced]),
-                 **({"simulator": {"digest": simulator_digest(), "per_class": recipe.sim_per_class,
-                                   "seed": DEFAULT_SIM["seed"]}} if args.data == "sim" else {})},
+                 "sources": sources,
+                 **({"simulator": sources[0]["simulator"]} if one_sim else {})},
+        **({"init": init.provenance()} if init is not None else {}),
         "parameters": parameters, "run": name,
     }
 
 
-def train_run(args: argparse.Namespace, data: RunData | None = None) -> dict[str, Any]:
+def train_run(args: argparse.Namespace, data: RunData | None = None,
+              extra_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train, export and summarise one run. Returns the summary (metrics, paths).
 
     Args:
         args: the parsed ``train`` arguments (:func:`training.run.build_parser`).
         data: the prepared cards, when the caller already has them (``compare_runs``); else prepared here.
+        extra_metrics: added to the run's metrics (and the exported ``meta.json``), e.g. the
+            cross-validated figure of a ``--folds K --export`` run.
     """
     device = set_device(args.device)
     rank, size = init_distributed()
-    recipe = resolve_recipe(args)
+    init = read_init(args.init) if getattr(args, "init", None) else None
+    recipe = resolve_recipe(args, init)
+    parse_sources(args.data)  # a bad --data fails before anything is written
     progress = not args.no_progress and rank == 0
     name = run_name(args, recipe, size)
     run_dir = Path(args.resume) if args.resume and Path(args.resume).is_dir() else Path(args.runs_dir) / name
@@ -172,38 +307,45 @@ def train_run(args: argparse.Namespace, data: RunData | None = None) -> dict[str
     cs = data.cards
     recipe = fit_length_to_data(args, recipe, len(data.balanced), size, announce=rank == 0)
     if rank == 0:
-        print(format_ingest_report(cs.report), flush=True)
+        print(format_sources_report(data.sources), flush=True)
         print(f"split ({recipe.split}): {len(data.train_idx)} train -> {len(data.balanced)} after balancing, "
               f"{len(data.holdout_idx)} holdout", flush=True)
-        write_run_config(run_dir, name, args, recipe, data, device, size)
+        if data.sampler is not None:
+            print(format_shares(data), flush=True)
+        if init is not None:
+            print(f"init: from {init.folder} ({init.architecture}, weights sha256 {init.sha256[:12]}…), "
+                  f"preset {preset_name(args)}", flush=True)
+        warning = small_holdout_warning(data)
+        if warning:
+            print(warning, flush=True)
+        write_run_config(run_dir, name, args, recipe, data, device, size, init)
     writer = vdl.open_writer(args.logdir, name) if rank == 0 and not args.no_vdl else None
     try:
-        common = {"resume": args.resume is not None, "progress": progress, "rank": rank, "size": size,
-                  "stop_after": args.stop_after, "series": data.series}
-        if network(recipe.model).late_fusion:  # two networks, each trained and stopped on its own, then a weight
-            open_part_writer = None if args.no_vdl else (lambda part: vdl.open_writer(args.logdir, f"{name}-{part}"))
-            net, summary = fit_late_fusion(recipe, cs, data.balanced, data.holdout_idx, run_dir,
-                                           open_writer=open_part_writer, **common)
-        else:
-            net, summary = fit(recipe, cs, data.balanced, data.holdout_idx, run_dir, writer=writer, **common)
+        open_part_writer = None if args.no_vdl else (lambda part: vdl.open_writer(args.logdir, f"{name}-{part}"))
+        net, summary = fit_network(recipe, data, run_dir, writer=writer, open_part_writer=open_part_writer,
+                                   init_state=init.state() if init is not None else None,
+                                   resume=args.resume is not None, progress=progress, rank=rank, size=size,
+                                   stop_after=args.stop_after)
         if summary.get("interrupted"):
             if rank == 0:
                 print(f"stopped after epoch {summary['epoch']} (resume with --resume {run_dir})", flush=True)
             return {"name": name, "run_dir": str(run_dir), "interrupted": True}
-        metrics = run_metrics(summary, data)
+        metrics = {**run_metrics(summary, data), **(extra_metrics or {})}
         result = {"name": name, "run_dir": str(run_dir), "model": recipe.model, "metrics": metrics,
                   "parameters": count_parameters(net), "interrupted": False}
         if rank == 0:
-            vdl.log_scalars(writer, summary["epoch"], {"final/holdout_acc": metrics["holdout_acc"],
-                                                       "final/holdout_loss": metrics["holdout_loss"]})
-            vdl.log_hparams(writer, {**recipe.to_dict(), "data": args.data},
+            finals = {"final/holdout_acc": metrics["holdout_acc"], "final/holdout_loss": metrics["holdout_loss"],
+                      **{f"final/holdout_acc_{k}": v["holdout_acc"]
+                         for k, v in metrics.get("holdout_by_source", {}).items()}}
+            vdl.log_scalars(writer, summary["epoch"], {k: v for k, v in finals.items() if v is not None})
+            vdl.log_hparams(writer, {**recipe.to_dict(), "data": " ".join(data_words(args.data))},
                             ["final/holdout_acc", "final/holdout_loss"])
             if writer is not None:
                 writer.flush()
             if not args.no_export:
                 out = Path(args.out) if args.out else MODELS_DIR / name
-                export_model(net, out, export_metadata(args, recipe, data, metrics, result["parameters"], name, out),
-                             kind=network_kind(recipe.model))
+                export_model(net, out, export_metadata(args, recipe, data, metrics, result["parameters"], name, out,
+                                                       init), kind=network_kind(recipe.model))
                 result["export"] = str(out)
             if writer is not None and not args.no_graph and recipe.input == "image":
                 vdl.log_graph(args.logdir, name, recipe.model)
@@ -220,8 +362,16 @@ def print_summary(r: dict[str, Any]) -> None:
     """The few lines a finished run prints: accuracy, epochs, late-fusion parts, speed, folders."""
     m = r["metrics"]
     print(f"\nrun {r['name']}: {r['model']} ({r['parameters']:,} parameters)")
-    print(f"  holdout accuracy {m['holdout_acc']:.4f}  loss {m['holdout_loss']:.4f}  "
-          f"(best epoch {m['best_epoch']} of {m['epochs_run']}{', early stop' if m['stopped_early'] else ''})")
+    if m["holdout_acc"] is None:
+        print(f"  no holdout: trained {m['epochs_run']} epochs, kept the last (--folds K measures it)")
+    else:
+        print(f"  holdout accuracy {m['holdout_acc']:.4f}  loss {m['holdout_loss']:.4f}  "
+              f"(best epoch {m['best_epoch']} of {m['epochs_run']}{', early stop' if m['stopped_early'] else ''})")
+    for source, v in m.get("holdout_by_source", {}).items():
+        if v["holdout_cards"]:
+            print(f"    {source}: holdout accuracy {v['holdout_acc']:.4f} on {v['holdout_cards']} cards")
+    if m.get("init_holdout_acc") is not None:
+        print(f"  the --init model on the same holdout, before fine-tuning: {m['init_holdout_acc']:.4f}")
     if "late_fusion" in m:
         lf = m["late_fusion"]
         print(f"  late fusion: image {lf['image']['holdout_acc']:.4f} (best epoch {lf['image']['best_epoch']}), "
@@ -244,7 +394,7 @@ def compare_runs(args: argparse.Namespace, variants: list[tuple[str, dict[str, A
     stamp = shared_value(int(time.time()), size)
     group = f"{group}-{time.strftime('%Y%m%d-%H%M%S', time.localtime(stamp))}" if not args.name else args.name
     results = []
-    prepared = None  # ((preprocess, input), RunData): variants that read the same inputs share the data
+    prepared = None  # (what is read, RunData): variants that read the same inputs share the data
     for label, overrides in variants:
         a = copy.copy(args)
         for k, v in overrides.items():
@@ -255,9 +405,9 @@ def compare_runs(args: argparse.Namespace, variants: list[tuple[str, dict[str, A
         a.no_export = True if not args.out else args.no_export
         a.resume = None
         recipe = resolve_recipe(a)
-        if prepared is None or prepared[0] != (recipe.preprocess, recipe.input):
-            prepared = ((recipe.preprocess, recipe.input),
-                        prepare_data(a, recipe, rank, size, not args.no_progress and rank == 0))
+        reads = (recipe.preprocess, recipe.input, recipe.augment, recipe.render_augment)
+        if prepared is None or prepared[0] != reads:
+            prepared = (reads, prepare_data(a, recipe, rank, size, not args.no_progress and rank == 0))
         if rank == 0:
             print(f"\n=== {group}: {label} ===", flush=True)
         results.append(train_run(a, data=prepared[1]))

@@ -9,6 +9,7 @@ Also runs data-parallel under ``python -m paddle.distributed.launch --nproc_per_
 
 This file only parses arguments and dispatches: the stages are :func:`training.pipeline.train_run`
 (train), :func:`training.pipeline.compare_runs` (compare-models, compare-lr),
+:func:`training.crossval.run_cross_validation` (train with ``--folds K``),
 :func:`training.evaluate_exported.evaluate_exported` (eval) and :func:`training.data.field_csv_to_folder`
 (field-set).
 """
@@ -30,16 +31,19 @@ from typing import Any
 
 from shared.dataset_io import ArchiveError
 from shared.meta import MODEL_KINDS, ModelFolderError
-from training.data import field_csv_to_folder
+from training.crossval import run_cross_validation
+from training.data import FIELD_CARDS, field_csv_to_folder
 from training.distributed import world
 from training.evaluate_exported import evaluate_exported, format_eval_report
+from training.learning_curve import learning_curve
 from training.models import NETWORKS
 from training.pipeline import compare_runs, train_run
 from training.recipe import OPTIMIZERS, PRESETS, SCHEDULES, resolve_recipe
+from training.sources import DataSpecError
+from training.warm_start import InitError
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("train", "eval", "compare-models", "compare-lr", "field-set")
-FIELD_CARDS = REPO.parent / "shared" / "data" / "field-cards.csv"
+COMMANDS = ("train", "eval", "compare-models", "compare-lr", "field-set", "learning-curve")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -50,7 +54,16 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     d = p.add_argument_group("data")
-    d.add_argument("--data", default="sim", help="train.zip, an extracted folder (A01 … A12/), or 'sim' (default)")
+    d.add_argument("--data", nargs="+", default=["sim"], metavar="SOURCE[:SHARE]",
+                   help="one or more sources: 'sim' (the simulated set, default), 'field' (the vendored field cards, "
+                        "data/field/), a train.zip, an extracted folder (A01 … A12/) or a field-format .csv; "
+                        ":SHARE = this fraction of each epoch's training draws (e.g. sim field:0.3)")
+    d.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="k-fold cross-validation of the real (non-sim) source, or the only one: K networks, each "
+                        "scored on its held-out fold (runs/<name>/cv.json); no model is exported unless --export")
+    d.add_argument("--export", action="store_true",
+                   help="with --folds: then train the final model on all the data and export it with the "
+                        "cross-validated figure in meta.json")
     d.add_argument("--input", choices=MODEL_KINDS, default=None,
                    help="what the model reads: the PNG (image, default), the CSV series (series), or both (dual)")
     d.add_argument("--sim-per-class", type=int, default=None, help="simulated cards per class for --data sim")
@@ -62,12 +75,21 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="oversample each training class to this many cards (0 = no balancing)")
     d.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="training-only outline jitter before the shared preprocessing")
+    d.add_argument("--render-augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="training-only re-drawing of cards that have a CSV (100-1,000 points, line 1-7 px, margin "
+                        "2-24 px, aliased or not) before the shared preprocessing (on in --preset finetune)")
     d.add_argument("--series-augment", action=argparse.BooleanOptionalAction, default=None,
                    help="training-only variation of the series (start shift, time warp, load noise; default on)")
     d.add_argument("--cache-dir", default=None, help="cache for simulated data and preprocessed arrays")
     r = p.add_argument_group("recipe")
-    r.add_argument("--preset", choices=sorted(PRESETS), default="default",
-                   help="'seed' = the original notebook's recipe exactly; flags below override")
+    r.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="'default'; 'seed' = the original notebook's recipe exactly; 'finetune' = a handful of cards "
+                        "on top of --init (its default); flags below override")
+    r.add_argument("--init", default=None, metavar="MODEL_DIR",
+                   help="start from an exported model's weights (fine-tuning): same labels, preprocessing and "
+                        "network; its network and input are the defaults, and --preset finetune")
+    r.add_argument("--freeze-epochs", type=int, default=None, metavar="N",
+                   help="train only the fully connected head for the first N epochs (trunk frozen)")
     r.add_argument("--model", default=None, help=f"network: {', '.join(NETWORKS)} or default (per --input)")
     r.add_argument("--epochs", type=int, default=None)
     r.add_argument("--batch-size", type=int, default=None, help="per process")
@@ -105,14 +127,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(t)
     e = sub.add_parser("eval", help="evaluate an exported model folder on labelled cards")
     e.add_argument("--model", default=str(REPO / "models" / "default"), help="exported model folder")
-    e.add_argument("--data", required=True, help="train.zip, a folder of A01 … A12/, or field-cards.csv")
+    e.add_argument("--data", required=True,
+                   help="train.zip, a folder of A01 … A12/, a field-format .csv, or 'field' (the vendored field cards)")
     e.add_argument("--out", default=None, help="report folder (default runs/eval/<model>-<data>)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--cache-dir", default=None)
     e.add_argument("--no-progress", action="store_true")
     fs = sub.add_parser("field-set", help="write the field cards (CSV) in competition layout (A0x/<id>.png + .csv)")
-    fs.add_argument("--csv", default=str(FIELD_CARDS), help="field-cards.csv (default ../shared/data/field-cards.csv)")
+    fs.add_argument("--csv", default=str(FIELD_CARDS), help="field-cards.csv (default the vendored data/field/field-cards.csv)")
     fs.add_argument("--out", default=None, help="folder to write (default: in the cache; never the repository)")
+    lc = sub.add_parser("learning-curve", help="field learning curve: k real cards per class, fine-tuned from "
+                                                "--base vs from scratch, tested on the other field cards")
+    lc.add_argument("--base", required=True, metavar="MODEL_DIR",
+                    help="exported model to fine-tune from (with model.pdparams); honest: one that never saw field cards")
+    lc.add_argument("--ks", type=int, nargs="+", default=[3, 5, 10, 20], help="training cards per class")
+    lc.add_argument("--splits", type=int, default=3, help="random splits (seeds --seed, --seed+1, …)")
+    lc.add_argument("--seed", type=int, default=0, help="first split's seed")
+    lc.add_argument("--arm", action="append", default=None, metavar="NAME=FLAGS",
+                    help="a variant as run.py train flags ({base}, {kind} filled in); repeatable; default "
+                         "'finetune=--init {base}' and 'scratch=--input {kind}'")
+    lc.add_argument("--out", default=None, help="JSON file (default runs/learning-curve-<time>/learning_curve.json)")
+    lc.add_argument("--runs-dir", default=str(REPO / "runs"), help="where the runs' folders go")
+    lc.add_argument("--cache-dir", default=None)
     cm = sub.add_parser("compare-models", help="train several networks with one recipe, overlaid in VisualDL")
     cm.add_argument("models", nargs="+", help="network names (cnn01 cnn02 cnn03 cardnet/default)")
     _add_train_args(cm)
@@ -137,9 +173,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def eval_command(args: argparse.Namespace) -> dict[str, Any]:
     """``eval``: score an exported model on labelled cards, print the report and where it was written."""
     model = Path(args.model)
-    out = Path(args.out) if args.out else REPO / "runs" / "eval" / f"{model.name}-{Path(args.data).stem}"
+    data = FIELD_CARDS if args.data == "field" else Path(args.data)
+    out = Path(args.out) if args.out else REPO / "runs" / "eval" / f"{model.name}-{data.stem}"
     try:
-        report = evaluate_exported(model, args.data, out, batch_size=args.batch_size, progress=not args.no_progress,
+        report = evaluate_exported(model, data, out, batch_size=args.batch_size, progress=not args.no_progress,
                                    cache_dir=args.cache_dir)
     except ValueError as exc:  # e.g. no card in a condition folder: nothing to score against
         raise SystemExit(f"error: {exc}") from None
@@ -157,6 +194,8 @@ def launch_command(args: argparse.Namespace, argv: list[str]) -> list[str] | Non
     """
     if getattr(args, "procs", 1) <= 1 or world()[1] > 1:
         return None
+    if getattr(args, "folds", None) is not None:
+        raise SystemExit("error: --folds trains its folds one after the other in one process (drop --procs)")
     batch = resolve_recipe(args).batch_size
     if batch % args.procs:
         raise SystemExit(f"error: --procs {args.procs} must divide the batch size {batch} "
@@ -189,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         return subprocess.run(launch, env=env).returncode
     try:
         return _dispatch(args)
-    except (FileNotFoundError, ArchiveError, ModelFolderError) as exc:  # bad input named on the command line
+    # bad input named on the command line: one line, exit 2
+    except (FileNotFoundError, ArchiveError, ModelFolderError, DataSpecError, InitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -200,11 +240,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "field-set":
         # Then: python training/run.py --data <printed folder> --input series --holdout 0.3
         print(field_csv_to_folder(args.csv, args.out))
+    elif args.command == "learning-curve":
+        learning_curve(args, parse_args)
+    elif args.command in ("compare-models", "compare-lr") and (args.folds is not None or args.export):
+        raise SystemExit(f"error: {args.command} does not take --folds/--export (run each variant with --folds)")
     elif args.command == "compare-models":
         compare_runs(args, [(m, {"model": m}) for m in args.models], "compare-models")
     elif args.command == "compare-lr":
         compare_runs(args, [(f"lr{lr:g}", {"lr": lr}) for lr in args.lrs], "compare-lr")
+    elif args.folds is not None:
+        run_cross_validation(args)
     else:
+        if args.export:
+            raise SystemExit("error: --export goes with --folds K (a plain run exports unless --no-export)")
         result = train_run(args)
         if result.get("interrupted"):
             return 3

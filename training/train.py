@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import paddle
@@ -34,6 +34,7 @@ from training.inputs import ModelInputs, make_inputs
 from training.metrics import accuracy_and_loss, confusion_matrix, per_class_report
 from training.models import build_model, network_kind, split_stem
 from training.recipe import OPTIMIZERS, SCHEDULES, Recipe
+from training.warm_start import apply_state
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,9 @@ def make_optimizer(recipe: Recipe, params, steps_per_epoch: int):
     elif recipe.schedule == "cosine":
         sched = paddle.optimizer.lr.CosineAnnealingDecay(recipe.lr, T_max=total)
     elif recipe.schedule == "onecycle":
-        sched = paddle.optimizer.lr.OneCycleLR(recipe.lr, total_steps=total + 1, phase_pct=0.25,
+        # Paddle's one-cycle divides by the warm-up's length in steps, zero below 8 steps: a run that short
+        # (a handful of cards, one epoch) gets the first part of an 8-step cycle
+        sched = paddle.optimizer.lr.OneCycleLR(recipe.lr, total_steps=max(total + 1, 8), phase_pct=0.25,
                                                end_learning_rate=recipe.lr / 1000)
     else:
         raise ValueError(f"unknown schedule {recipe.schedule!r}; choose one of {', '.join(SCHEDULES)}")
@@ -84,13 +87,35 @@ def training_loss(out, y: paddle.Tensor, label_smoothing: float) -> tuple[paddle
     return out, F.cross_entropy(out, y, label_smoothing=label_smoothing)
 
 
+def trunk_parameters(net: paddle.nn.Layer) -> list:
+    """The parameters ``--freeze-epochs`` holds still: the trainable ones outside the fully connected
+    (``Linear``) layers. Ask before freezing: a frozen parameter no longer looks trainable."""
+    head = {id(p) for layer in net.sublayers(include_self=True) if isinstance(layer, paddle.nn.Linear)
+            for p in layer.parameters(include_sublayers=False)}
+    return [p for p in net.parameters() if id(p) not in head and not p.stop_gradient]
+
+
+def freeze(params: list, frozen: bool) -> None:
+    """Hold ``params`` still (``frozen``) or let them train again."""
+    for p in params:
+        p.stop_gradient = frozen
+
+
 def train_one_epoch(body, opt, sched, inputs: ModelInputs, labels: np.ndarray, order: np.ndarray, recipe: Recipe,
                     epoch: int, writer=None, progress: bool = True, log_every: int = 20,
-                    global_step: int = 0) -> dict[str, float]:
-    """One pass over ``order`` (indices into ``inputs``). Returns loss, accuracy, samples/s, steps."""
+                    global_step: int = 0, frozen: bool = False) -> dict[str, float]:
+    """One pass over ``order`` (indices into ``inputs``). Returns loss, accuracy, samples/s, steps.
+
+    ``frozen``: the trunk is held still (:func:`freeze`), and its batch norms keep the running
+    statistics they came with instead of re-estimating them from a handful of cards.
+    """
     from tqdm import tqdm
 
     body.train()
+    if frozen:
+        for layer in body.sublayers():
+            if isinstance(layer, (paddle.nn.BatchNorm1D, paddle.nn.BatchNorm2D)):
+                layer.eval()
     # the epoch's augmentation draws: the inputs vary a batch only when made with augmentation on
     rng = np.random.default_rng(np.random.SeedSequence((recipe.seed, 2000 + epoch)))
     n, bs = len(order), recipe.batch_size
@@ -126,18 +151,37 @@ def train_one_epoch(body, opt, sched, inputs: ModelInputs, labels: np.ndarray, o
             "seconds": elapsed, "steps": step - global_step, "lr": lr if seen else 0.0}
 
 
-def evaluate(body, inputs: ModelInputs, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256) -> dict[str, Any]:
-    """Holdout loss (plain cross-entropy), accuracy, probabilities and confusion matrix."""
-    body.eval()
+def predict(net, inputs: ModelInputs, idx: np.ndarray, batch_size: int = 256, unpack: bool = False) -> np.ndarray:
+    """Class probabilities ``[n, 12]`` of cards ``idx`` (eval mode, no augmentation).
+
+    Args:
+        net: a network body (what the training loop trains: one argument, a list for dual inputs) or,
+            with ``unpack``, a whole network whose dual inputs are two arguments (``net(image, series)``).
+    """
+    net.eval()
     probs = []
     with paddle.no_grad():
         for s in range(0, len(idx), batch_size):
-            probs.append(F.softmax(body(inputs.batch(idx[s:s + batch_size])), axis=-1).numpy())
-    probs = np.concatenate(probs) if probs else np.zeros((0, len(CODES)), np.float32)
+            x = inputs.batch(idx[s:s + batch_size])
+            logits = net(*x) if unpack and isinstance(x, list) else net(x)
+            probs.append(F.softmax(logits, axis=-1).numpy())
+    return np.concatenate(probs) if probs else np.zeros((0, len(CODES)), np.float32)
+
+
+def evaluate(body, inputs: ModelInputs, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256,
+             groups: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """Holdout loss (plain cross-entropy), accuracy, probabilities and confusion matrix.
+
+    ``groups``: name -> boolean mask over ``idx`` (e.g. the cards of each source); their accuracies are
+    returned under ``by_group``.
+    """
+    probs = predict(body, inputs, idx, batch_size)
     y = labels[idx]
     acc, loss = accuracy_and_loss(probs, y)
     pred = probs.argmax(axis=1) if len(y) else np.zeros(0, np.int64)
-    return {"loss": loss, "acc": acc, "probs": probs, "labels": y, "pred": pred, "confusion": confusion_matrix(y, pred)}
+    by_group = {name: accuracy_and_loss(probs[m], y[m])[0] for name, m in (groups or {}).items()}
+    return {"loss": loss, "acc": acc, "probs": probs, "labels": y, "pred": pred, "confusion": confusion_matrix(y, pred),
+            "by_group": by_group}
 
 
 # ------------------------------------------------------------------------------------------
@@ -196,8 +240,13 @@ def save_params(path: Path, net) -> None:
 
 def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray, run_dir: Path, writer=None,
         resume: bool = False, progress: bool = True, rank: int = 0, size: int = 1, stop_after: int | None = None,
-        series: np.ndarray | None = None) -> tuple[paddle.nn.Layer, dict[str, Any]]:
+        series: np.ndarray | None = None, init_state: dict | None = None,
+        epoch_pool: Callable[[int], np.ndarray] | None = None,
+        holdout_groups: dict[str, np.ndarray] | None = None) -> tuple[paddle.nn.Layer, dict[str, Any]]:
     """Train ``recipe.model`` on ``cs[train_idx]``, evaluating on ``cs[test_idx]`` after every epoch.
+
+    With an empty ``test_idx`` the run has no holdout: it trains the recipe's epochs (no early stop)
+    and keeps the last epoch's weights.
 
     Args:
         run_dir: the run folder (checkpoint/, best.pdparams, history.json). Only rank 0 writes.
@@ -205,16 +254,31 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
         resume: continue from ``run_dir/checkpoint`` when it exists.
         stop_after: stop (as if killed) after this many epochs of this invocation — for tests.
         series: ``float32 [N, 5, L]`` aligned with ``cs``, for ``recipe.input`` ``series`` or ``dual``.
+        init_state: the starting weights (``--init``, :mod:`training.warm_start`) instead of random ones.
+        epoch_pool: ``epoch -> training card indices`` of that epoch, as long as ``train_idx``
+            (:class:`training.sources.ShareSampler`); default ``train_idx`` every epoch.
+        holdout_groups: name -> boolean mask over ``test_idx``: each group's holdout accuracy is logged
+            (``holdout_by_source/<name>``) and kept in the history.
 
     Returns:
         (the trained network with the best holdout weights, summary dict).
+
+    Raises:
+        ValueError: ``freeze_epochs`` in a data-parallel run; training.warm_start.InitError: ``init_state``
+            does not fit the network.
     """
+    if recipe.freeze_epochs and size > 1:
+        raise ValueError("--freeze-epochs is not supported in data-parallel runs (--procs)")
     paddle.seed(recipe.seed)
     net = build_model(recipe.model)
+    if init_state is not None:
+        apply_state(net, init_state)
     stem, body = split_stem(net)  # the body trains on inputs kept after the parameter-free stem
+    trunk = trunk_parameters(body) if recipe.freeze_epochs else []
     inputs = make_inputs(network_kind(recipe.model), cs, series, stem, augment_image=recipe.augment,
-                         augment_series=recipe.series_augment)
+                         augment_series=recipe.series_augment, rerender_image=recipe.render_augment)
     labels = cs.labels
+    validate = len(test_idx) > 0
     per_rank = len(train_idx) // size
     steps_per_epoch = -(-per_rank // recipe.batch_size)
     opt, sched = make_optimizer(recipe, body.parameters(), steps_per_epoch)
@@ -232,42 +296,64 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
             raise ValueError(f"cannot resume {run_dir}: the recipe differs from the checkpoint's (saved, now): {diff}")
         state = load_checkpoint(ckpt, net, opt, sched)
         log.info("resuming %s after epoch %d", run_dir.name, state["epoch"])
-    elif rank == 0:
-        vdl.log_card_images(writer, cs.examples())
+    else:
+        if rank == 0:
+            vdl.log_card_images(writer, cs.examples())
+        if init_state is not None and validate:  # where fine-tuning starts: the starting model on this holdout
+            ev0 = evaluate(body, inputs, labels, test_idx, groups=holdout_groups)
+            state["init_holdout"] = {"holdout_acc": ev0["acc"], "holdout_loss": ev0["loss"]}
+            if rank == 0:
+                log.info("epoch 0 (the --init model): holdout loss %.4f acc %.4f", ev0["loss"], ev0["acc"])
+                vdl.log_scalars(writer, 0, {"holdout/loss": ev0["loss"], "holdout/acc": ev0["acc"]})
 
     epochs_run = 0
     while state["epoch"] < recipe.epochs and not state["stopped_early"]:
         epoch = state["epoch"]
         paddle.seed(recipe.seed * 1000 + epoch)  # dropout masks of this epoch, reproducible on resume
-        order = train_idx[epoch_order(len(train_idx), epoch, recipe.seed, rank, size)]
+        pool = train_idx if epoch_pool is None else epoch_pool(epoch)
+        order = pool[epoch_order(len(pool), epoch, recipe.seed, rank, size)]
+        frozen = epoch < recipe.freeze_epochs
+        freeze(trunk, frozen)
         tr = train_one_epoch(train_body, opt, sched, inputs, labels, order, recipe, epoch,
-                             writer=writer, progress=progress and rank == 0, global_step=state["global_step"])
+                             writer=writer, progress=progress and rank == 0, global_step=state["global_step"],
+                             frozen=frozen)
         sync_buffers(body, size)
-        ev = evaluate(body, inputs, labels, test_idx)
         state["global_step"] += tr["steps"]
         state["train_seconds"] += tr["seconds"]
         state["samples_seen"] += len(order) * size
         record = {"epoch": epoch + 1, "train_loss": round(tr["loss"], 5), "train_acc": round(tr["acc"], 5),
-                  "holdout_loss": round(ev["loss"], 5), "holdout_acc": round(ev["acc"], 5),
                   "lr": tr["lr"], "samples_per_s": round(tr["samples_per_s"] * size, 1)}
+        if validate:
+            ev = evaluate(body, inputs, labels, test_idx, groups=holdout_groups)
+            record.update(holdout_loss=round(ev["loss"], 5), holdout_acc=round(ev["acc"], 5))
+            if ev["by_group"]:
+                record["holdout_acc_by_source"] = {k: round(v, 5) for k, v in ev["by_group"].items() if v == v}
+            improved = ev["acc"] > state["best_acc"] or (ev["acc"] == state["best_acc"]
+                                                         and ev["loss"] < state["best_loss"])
+        else:  # no holdout: the last epoch is the result
+            ev, improved = None, True
         state["history"].append(record)
-        improved = ev["acc"] > state["best_acc"] or (ev["acc"] == state["best_acc"] and ev["loss"] < state["best_loss"])
         if improved:
-            state.update(best_acc=ev["acc"], best_loss=ev["loss"], best_epoch=epoch + 1, bad_epochs=0)
+            state.update(best_acc=ev["acc"] if ev else -1.0, best_loss=ev["loss"] if ev else float("inf"),
+                         best_epoch=epoch + 1, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
         if recipe.patience and state["bad_epochs"] >= recipe.patience:
             state["stopped_early"] = True
         state["epoch"] = epoch + 1
         if rank == 0:
-            log.info("epoch %d/%d  train loss %.4f acc %.4f | holdout loss %.4f acc %.4f | %.0f cards/s",
-                     epoch + 1, recipe.epochs, tr["loss"], tr["acc"], ev["loss"], ev["acc"], record["samples_per_s"])
+            log.info("epoch %d/%d  train loss %.4f acc %.4f | %s | %.0f cards/s", epoch + 1, recipe.epochs, tr["loss"],
+                     tr["acc"], f"holdout loss {ev['loss']:.4f} acc {ev['acc']:.4f}" if ev else "no holdout",
+                     record["samples_per_s"])
             vdl.log_scalars(writer, epoch + 1, {"train/loss": tr["loss"], "train/acc": tr["acc"],
-                                                "holdout/loss": ev["loss"], "holdout/acc": ev["acc"],
                                                 "train/lr": tr["lr"], "train/samples_per_s": record["samples_per_s"]})
+            if ev is not None:
+                vdl.log_scalars(writer, epoch + 1, {"holdout/loss": ev["loss"], "holdout/acc": ev["acc"],
+                                                    **{f"holdout_by_source/{k}": v for k, v in ev["by_group"].items()
+                                                       if v == v}})  # a source without holdout cards: NaN, skipped
+                vdl.log_pr_roc(writer, ev["labels"], ev["probs"], epoch + 1)
+                vdl.log_confusion(writer, ev["confusion"], epoch + 1)
             vdl.log_histograms(writer, body, epoch + 1)
-            vdl.log_pr_roc(writer, ev["labels"], ev["probs"], epoch + 1)
-            vdl.log_confusion(writer, ev["confusion"], epoch + 1)
             if writer is not None:
                 writer.flush()
             if improved:
@@ -283,6 +369,7 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
     best = run_dir / "best.pdparams"
     if best.is_file():
         net.set_state_dict(paddle.load(str(best)))
+    freeze(trunk, False)
     final = evaluate(body, inputs, labels, test_idx)
     log.info("rank %d of %d: parameters sha1 %s", rank, size, parameters_digest(net))
     samples_per_s = state["samples_seen"] / max(state["train_seconds"], 1e-9)
