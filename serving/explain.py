@@ -167,7 +167,7 @@ def _colours(heat: np.ndarray) -> np.ndarray:
     bgra = np.zeros((*h.shape, 4), np.uint8)
     bgra[..., 2] = 255
     bgra[..., 1] = np.round(220 * (1.0 - h)).astype(np.uint8)
-    bgra[..., 3] = np.round(200 * np.sqrt(h)).astype(np.uint8)  # sqrt: weak but real evidence stays visible
+    bgra[..., 3] = np.round(170 * np.sqrt(h)).astype(np.uint8)  # sqrt: weak but real evidence stays visible
     return bgra
 
 
