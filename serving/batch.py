@@ -367,8 +367,10 @@ def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
             print(f"  {code}   {summary[code]:>7}  {names[code]}")
     print(f"  errors {errors:>7}")
     print(f"unknown: {unknown} card(s) not a card or none of the twelve (column unknown; why: unknown_reasons)")
-    rules = "; ".join(f"{kind}: {_rule_text(p.output.review_rule(args.low_confidence))}"
-                      for kind, p in models.by_kind.items())
+    by_rule: dict[str, list[str]] = {}  # models that follow the same rule are named together
+    for kind, p in models.by_kind.items():
+        by_rule.setdefault(_rule_text(p.output.review_rule(args.low_confidence)), []).append(kind)
+    rules = "; ".join(f"{', '.join(kinds)}: {text}" for text, kinds in by_rule.items())
     print(f"review: {review} card(s) to check by hand (column review; {rules})")
     if source.problem_counts:
         print("skipped archive members:")
