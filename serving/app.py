@@ -36,6 +36,7 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 
 from serving.accuracy import accuracy_figures
 from serving.answers import LOW_CONFIDENCE, answer, input_views, models_summary
+from serving.card_facts import CardFacts
 from serving.config import ServingConfig
 from serving.errors import ApiError, register_error_handlers
 from serving.explain import explanation, occlusion_plan
@@ -43,7 +44,6 @@ from serving.metrics import BatchingMetrics, Metrics, Timer
 from serving.model_set import ModelSet
 from serving.openapi import openapi_document
 from serving.predictor import Predictor, load_predictor
-from serving.card_facts import CardFacts
 from serving.routing import CardInput, UnusableCard
 from serving.uploads import iter_batch_cards, read_batch_uploads, read_single_card
 from shared.card_pair import MismatchedPair

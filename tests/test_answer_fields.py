@@ -23,7 +23,7 @@ from shared.labels import advice
 from shared.preprocess import preprocess_png
 from tests.conftest import NEW_FORMAT_META, card_csv, card_png
 from tests.notcards import notcard_images
-from tests.test_dual_serving import _client, _post, client_all, dual_model, extras, series_model  # noqa: F401
+from tests.test_dual_serving import _post, client_all, dual_model, extras, series_model  # noqa: F401
 
 PATCH_ROWS, PATCH_COLS = 7, 15  # serving.explain: a 48 x 50 patch in half steps over 190 x 400
 
