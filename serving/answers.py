@@ -2,8 +2,20 @@
 the row of the batch scorer's predictions CSV, all built from one :func:`answer`.
 
 A field every answer gains goes into :func:`answer` (and, as a column, into :func:`csv_header` /
-:func:`csv_row`), so the HTTP API, the web page and the CSV cannot drift apart. Which answers a person should
-look at first is :func:`needs_review` (one rule for the batch summary and the page).
+:func:`csv_row`), so the HTTP API, the web page and the CSV cannot drift apart. Every answer says:
+
+* the label, its confidence, all probabilities and the runner-up (``top2``), read from the network's raw
+  output by the model's own contract (:class:`shared.model_outputs.OutputContract`: temperature, review rule,
+  open-set rule from ``meta.json``);
+* ``unknown``: the card is not a dynamometer card, or none of the twelve conditions -- the structural card
+  check of the files the model read (:mod:`serving.card_facts`) failed, or the model's "none of the twelve"
+  output passed its threshold (models that have one); the label and probabilities stay, for whoever wants them;
+* ``review``: a person should check the answer -- by the model's fitted rule (``meta.json``
+  ``confidence.review``) or, for a model without one, the low-confidence fallback; ``review_rule`` says which;
+* ``measures``: what an engineer reads off the card (fillage, loads, stroke, work), with units;
+* ``advice``: the likely cause and usual remedy of the predicted condition, with sources (:func:`shared.labels.advice`).
+
+Which answers a person should look at first is :func:`needs_review` (the batch summary and the page).
 """
 
 from __future__ import annotations
@@ -14,32 +26,46 @@ from typing import TYPE_CHECKING, Any, Sequence
 import cv2
 import numpy as np
 
+from serving.card_facts import CardFacts
 from serving.routing import CardInput
 from shared.cards import checked_card_arrays, decode_card_png, read_card_csv
+from shared.labels import BY_CODE, advice
+from shared.model_outputs import LOW_CONFIDENCE
 from shared.preprocess import card_ink, to_grey_png, to_model_input
 
 if TYPE_CHECKING:  # annotations only: this module needs no Paddle
     from serving.predictor import Predictor
 
 PROB_FORMAT = ".8f"  # probabilities and confidence in the predictions CSV
-# Answers less sure than this are counted for a person to check (batch summary, web page). Documented in
-# docs/USER_GUIDE.md; the batch scorer's --low-confidence overrides it.
-LOW_CONFIDENCE = 0.5
+MEASURE_FORMAT = ".4f"  # measures in the predictions CSV
 PLOT_POINTS = 1000  # at most this many samples of a CSV card go to the web page's plot
 
 
-def answer(predictor: Predictor, probs: np.ndarray, top_k: int = 0) -> dict[str, Any]:
+def _ranked(predictor: Predictor, probs: np.ndarray, count: int) -> list[dict[str, Any]]:
+    order = np.argsort(-probs, kind="stable")[:count]
+    return [{"label": predictor.codes[i], "name": predictor.labels[i]["name"], "name_en": predictor.labels[i]["name_en"],
+             "probability": float(probs[i])} for i in order]
+
+
+def answer(predictor: Predictor, raw: np.ndarray, facts: CardFacts | None, top_k: int = 0,
+           low_confidence: float = LOW_CONFIDENCE) -> dict[str, Any]:
     """The JSON-ready answer for one card from the model that read it.
 
     Args:
-        predictor: the model that answered (labels and identity).
-        probs: its probabilities for the card, in the order of ``predictor.codes``.
+        predictor: the model that answered (labels, identity, and ``output``: how its raw output is read).
+        raw: the network's first output for the card (``[output width]``: probabilities or logits).
+        facts: what the card's files say (structural check, measures: :func:`serving.card_facts.read_facts`);
+            None only for a caller that has model inputs and no files (the answer then rests on the model alone).
         top_k: add a ranked ``top_k`` list of this many labels (0: none).
+        low_confidence: the review threshold of a model without a fitted review rule.
 
     Returns:
-        ``{"label", "name", "name_en", "confidence", "probabilities", ["top_k"], "model"}``.
+        ``{"label", "name", "name_en", "confidence", "probabilities", "top2", ["top_k"], ["other_probability"],
+        "unknown", "unknown_score", "unknown_reasons", "unknown_basis", "review", "review_rule", "measures",
+        "advice", "model"}`` (docs/SERVING.md describes each).
     """
-    probs = np.asarray(probs, dtype=np.float64)
+    read = predictor.output.interpret(np.asarray(raw)[None], low_confidence)
+    probs = read.probabilities[0]
     labels, codes = predictor.labels, predictor.codes
     best = int(np.argmax(probs))
     label = labels[best]
@@ -49,24 +75,60 @@ def answer(predictor: Predictor, probs: np.ndarray, top_k: int = 0) -> dict[str,
         "name_en": label["name_en"],
         "confidence": float(probs[best]),
         "probabilities": {code: float(p) for code, p in zip(codes, probs)},
+        "top2": _ranked(predictor, probs, 2),
     }
     if top_k > 0:
-        order = np.argsort(-probs, kind="stable")[:top_k]
-        out["top_k"] = [
-            {"label": codes[i], "name": labels[i]["name"], "name_en": labels[i]["name_en"],
-             "probability": float(probs[i])}
-            for i in order
-        ]
+        out["top_k"] = _ranked(predictor, probs, top_k)
+    out.update(_unknown(predictor, read, facts))
+    out["review"] = bool(read.review[0])
+    out["review_rule"] = predictor.output.review_rule(low_confidence)
+    out["measures"] = _measures(facts)
+    out["advice"] = advice(label["code"]) if label["code"] in BY_CODE else None
     out["model"] = predictor.model_id
     return out
 
 
-def needs_review(card_answer: dict[str, Any], threshold: float = LOW_CONFIDENCE) -> bool:
-    """Whether a person should check this answer: its confidence is below ``threshold``.
+def _unknown(predictor: Predictor, read, facts: CardFacts | None) -> dict[str, Any]:
+    """``unknown`` and its evidence: the structural check of the files, and the model's open-set rule if it has one."""
+    basis, reasons, scores = [], [], []
+    unknown = False
+    if facts is not None:
+        basis += facts.checked
+        scores.append(1.0 - facts.card_score)
+        if not facts.is_card:
+            unknown = True
+            reasons += facts.reasons
+    out: dict[str, Any] = {}
+    if read.other is not None:
+        other = float(read.other[0])
+        out["other_probability"] = other
+        rule = predictor.output.open_set_rule()
+        if rule is not None:
+            basis.append(rule["method"])
+            scores.append(other)
+            if read.open_set_unknown[0]:
+                unknown = True
+                reasons.append(f"the model's 'none of the twelve' output is {other:.2f}, at or above its "
+                               f"threshold {rule['threshold']:.2f}")
+    return {"unknown": unknown, "unknown_score": max(scores, default=0.0), "unknown_reasons": reasons,
+            "unknown_basis": basis, **out}
 
-    The one rule the batch summary counts and the web page marks by.
+
+def _measures(facts: CardFacts | None) -> dict[str, Any] | None:
+    if facts is None:
+        return None
+    if facts.measures is None:
+        return {"error": facts.measures_error}
+    return facts.measures.to_dict()
+
+
+def needs_review(card_answer: dict[str, Any]) -> bool:
+    """Whether a person should check this answer: the model's review rule says so (``review``).
+
+    The one rule the batch summary counts and the web page marks by; ``review_rule`` in the answer says
+    which rule it was (the model's fitted one, or the low-confidence fallback).
     """
-    return card_answer["confidence"] < threshold
+    return bool(card_answer["review"])
 
 
 def models_summary(answers: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -89,14 +151,29 @@ def models_summary(answers: Sequence[dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------- the predictions CSV
 
 
-def csv_header(codes: Sequence[str]) -> list[str]:
-    """``id,label,name,confidence,model,model_version,input,A01,...,A12,error``."""
-    return ["id", "label", "name", "confidence", "model", "model_version", "input", *codes, "error"]
+# Measure columns: (column, measure, basis). One unit per column: a CSV card's in kN/m/kJ, a PNG card's as
+# fractions of the image; fillage and fullness are fractions in both.
+MEASURE_COLUMNS = (
+    ("fillage", "fillage", None), ("fullness", "fullness", None),
+    ("peak_load_kN", "peak_load", "series"), ("min_load_kN", "min_load", "series"),
+    ("load_range_kN", "load_range", "series"), ("stroke_m", "stroke", "series"), ("work_kJ", "area", "series"),
+    ("peak_load_rel", "peak_load", "outline"), ("min_load_rel", "min_load", "outline"),
+    ("load_range_rel", "load_range", "outline"), ("stroke_rel", "stroke", "outline"), ("area_rel", "area", "outline"),
+)
+ADVICE_COLUMNS = ("cause", "remedy", "cause_en", "remedy_en", "advice_sources")
+
+
+def csv_header(codes: Sequence[str], with_advice: bool = False) -> list[str]:
+    """``id,label,name,confidence,unknown,unknown_score,review,second_label,second_probability,model,model_version,
+    input,<measures>,A01,...,A12,unknown_reasons,[<advice>],error`` (docs/SERVING.md lists them)."""
+    return ["id", "label", "name", "confidence", "unknown", "unknown_score", "review", "second_label",
+            "second_probability", "model", "model_version", "input", *(c for c, _, _ in MEASURE_COLUMNS), *codes,
+            "unknown_reasons", *(ADVICE_COLUMNS if with_advice else ()), "error"]
 
 
 def csv_row(card_id: str, codes: Sequence[str], card_answer: dict[str, Any] | None, error: str = "",
-            used: str = "") -> list[str]:
-    """One predictions-CSV row: the card's :func:`answer`, or empty prediction columns and its error.
+            used: str = "", with_advice: bool = False) -> list[str]:
+    """One predictions-CSV row (:func:`csv_header`): the card's :func:`answer`, or empty columns and its error.
 
     Args:
         card_id: the card's id (file stem).
@@ -104,14 +181,31 @@ def csv_row(card_id: str, codes: Sequence[str], card_answer: dict[str, Any] | No
         card_answer: the card's answer, None for a card that could not be read.
         error: why the card could not be read.
         used: what the model read (``png``, ``csv`` or ``pair``).
+        with_advice: add the advice columns (cause, remedy in Chinese and English, sources).
     """
-    if card_answer is None:
-        return [card_id, "", "", "", "", "", used, *([""] * len(codes)), error]
-    probabilities = card_answer["probabilities"]
-    model = card_answer["model"]
-    return [card_id, card_answer["label"], card_answer["name"], format(card_answer["confidence"], PROB_FORMAT),
-            model["kind"], f"{model['name']} {model['version']}", used,
-            *(format(probabilities[code], PROB_FORMAT) for code in codes), ""]
+    header = csv_header(codes, with_advice)
+    cells = dict.fromkeys(header, "")
+    cells.update(id=card_id, input=used, error=error)
+    if card_answer is not None:
+        model = card_answer["model"]
+        cells.update(label=card_answer["label"], name=card_answer["name"],
+                     confidence=format(card_answer["confidence"], PROB_FORMAT),
+                     unknown=str(int(card_answer["unknown"])), unknown_score=format(card_answer["unknown_score"], ".4f"),
+                     review=str(int(card_answer["review"])), model=model["kind"],
+                     model_version=f"{model['name']} {model['version']}",
+                     unknown_reasons="; ".join(card_answer["unknown_reasons"]))
+        if len(card_answer["top2"]) > 1:
+            second = card_answer["top2"][1]
+            cells.update(second_label=second["label"], second_probability=format(second["probability"], PROB_FORMAT))
+        measures = card_answer.get("measures") or {}
+        for column, name, basis in MEASURE_COLUMNS:
+            value = (measures.get(name) or {}).get("value") if basis in (None, measures.get("basis")) else None
+            cells[column] = "" if value is None else format(value, MEASURE_FORMAT)
+        cells.update({code: format(card_answer["probabilities"][code], PROB_FORMAT) for code in codes})
+        if with_advice and card_answer.get("advice"):
+            tip = card_answer["advice"]
+            cells.update({k: tip[k] for k in ADVICE_COLUMNS[:4]}, advice_sources=" | ".join(tip["sources"]))
+    return [cells[h] for h in header]
 
 
 # ---------------------------------------------------------------------------------- pictures (?include_input=1)
@@ -158,8 +252,8 @@ def png_data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def grey_png(image: np.ndarray) -> bytes:
-    """Encode a ``uint8 [H, W]`` image as an 8-bit grey PNG."""
+def encode_png(image: np.ndarray) -> bytes:
+    """Encode a ``uint8`` image as a PNG: ``[H, W]`` grey, or ``[H, W, 4]`` BGRA (OpenCV's channel order)."""
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(image, dtype=np.uint8))
     if not ok:  # pragma: no cover - cv2 fails here only on impossible images
         raise RuntimeError("PNG encoding failed")
@@ -168,4 +262,4 @@ def grey_png(image: np.ndarray) -> bytes:
 
 def outline_png(ink: np.ndarray) -> bytes:
     """The card outline as dark ink on white (the competition PNGs hold it in alpha only)."""
-    return grey_png(255 - np.asarray(ink, dtype=np.uint8))
+    return encode_png(255 - np.asarray(ink, dtype=np.uint8))

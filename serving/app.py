@@ -10,7 +10,8 @@ prepared in :mod:`serving.routing` (through :class:`serving.model_set.ModelSet`)
 predictor answers it (:meth:`serving.predictor.Predictor.predict_cards`) and :mod:`serving.answers` says it.
 
 Routes (blueprint ``api``):
-    POST /classify         one card (multipart field ``file``, or a raw ``image/png`` / ``text/csv`` body)
+    POST /classify         one card (multipart field ``file``, or a raw ``image/png`` / ``text/csv`` body);
+                           ``?explain=1`` adds occlusion heat maps (serving/explain.py)
     POST /classify/batch   several files (multipart) or one zip -> one result or error per card
     GET  /healthz          the process is alive
     GET  /readyz           the model is loaded and warmed up
@@ -35,8 +36,10 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request, 
 
 from serving.accuracy import accuracy_figures
 from serving.answers import LOW_CONFIDENCE, answer, input_views, models_summary
+from serving.card_facts import CardFacts
 from serving.config import ServingConfig
 from serving.errors import ApiError, register_error_handlers
+from serving.explain import explanation, occlusion_plan
 from serving.metrics import BatchingMetrics, Metrics, Timer
 from serving.model_set import ModelSet
 from serving.openapi import openapi_document
@@ -228,7 +231,8 @@ def model_info():
         "max_upload_bytes": int(st.config.max_upload_mb * MiB),
         "max_batch_upload_bytes": int(st.config.max_batch_upload_mb * MiB),
         "max_batch_cards": st.config.max_batch_cards,
-        "low_confidence": LOW_CONFIDENCE,  # answers less sure than this are marked for a person to check
+        # the review threshold of models without a fitted review rule (each model's rules: models.<kind>.answers)
+        "low_confidence": LOW_CONFIDENCE,
         "auth": bool(st.config.api_token),
         "uptime_seconds": round(time.time() - st.started, 1),
     }
@@ -255,16 +259,18 @@ def openapi():
 
 @bp.post("/classify")
 def classify():
-    """Classify one card. ``?top_k=N`` adds a ranked list, ``?include_input=1`` the card and model input as PNGs."""
+    """Classify one card. ``?top_k=N`` adds a ranked list, ``?include_input=1`` the card and model input as PNGs,
+    ``?explain=1`` occlusion heat maps of what drove the answer (:mod:`serving.explain`)."""
     started = time.perf_counter()
     _require_token()
     st = state()
     request.max_content_length = int(st.config.max_upload_mb * MiB)
     top_k = min(_int_arg("top_k", 0, 0, 10_000), len(st.predictor.codes))
     include_input = _flag_arg("include_input")
+    explain = _flag_arg("explain")
     card = read_single_card(request)
     try:
-        predictor, used, x = st.models.prepare(card.png, card.csv)
+        predictor, used, x, facts = st.models.prepare(card.png, card.csv)
     except CardError as exc:
         raise _card_error(exc) from None
     try:  # the pictures of the files the model read
@@ -272,11 +278,17 @@ def classify():
             if include_input else {}
     except CardError as exc:  # the outline of a file the model did not read (a PNG sent to a series model)
         raise _card_error(UnusableCard(predictor.kind, used, exc)) from None
+    # An explanation's occluded copies go with the card in one request: the batcher owns the predictors.
+    plan = occlusion_plan(x) if explain else None
     with Timer() as t:
-        probs = st.models.predict_cards(predictor.kind, [x])[0]
-    st.metrics.inference.observe(t.seconds)
-    body = answer(predictor, probs, top_k)
+        outputs = st.models.predict_cards(predictor.kind, [x, *plan.inputs] if plan is not None else [x])
+    if plan is None:  # a hundred-card explanation call is not an inference latency
+        st.metrics.inference.observe(t.seconds)
+    body = answer(predictor, outputs[0], facts, top_k)
     st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
+    if plan is not None:
+        body["explanation"] = explanation(plan, predictor.output.interpret(outputs).probabilities,
+                                          predictor.codes.index(body["label"]), body["label"])
     body["input"] = {"kind": used, **({"filename": card.filename} if card.filename else {}),
                      **({"series_filename": card.series_filename} if card.series_filename else {})}
     body.update(extra)
@@ -295,7 +307,7 @@ def classify_batch():
     uploads = read_batch_uploads(request)
     results: list[dict[str, Any]] = []
     # One queue per model kind: each card goes to the model that reads it (serving.routing).
-    pending: dict[str, list[tuple[int, CardInput]]] = {}
+    pending: dict[str, list[tuple[int, CardInput, CardFacts]]] = {}
 
     def flush(kind: str) -> None:
         items = pending.pop(kind, [])
@@ -303,10 +315,10 @@ def classify_batch():
             return
         predictor = st.models.get(kind)
         with Timer() as t:
-            probs = st.models.predict_cards(kind, [x for _, x in items])
+            outputs = st.models.predict_cards(kind, [x for _, x, _ in items])
         st.metrics.inference.observe(t.seconds)
-        for (index, _), row in zip(items, probs):
-            body = answer(predictor, row, top_k)
+        for (index, _, facts), row in zip(items, outputs):
+            body = answer(predictor, row, facts, top_k)
             st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
             results[index].update(body)
 
@@ -316,14 +328,14 @@ def classify_batch():
         results.append(entry)
         if error is None:
             try:
-                predictor, used, x = st.models.prepare(png, csv)
+                predictor, used, x, facts = st.models.prepare(png, csv)
             except CardError as exc:
                 if isinstance(exc, UnusableCard):
                     entry["kind"] = exc.used
                 error = _card_error(exc).to_dict()
             else:
                 entry["kind"] = used
-                pending.setdefault(predictor.kind, []).append((len(results) - 1, x))
+                pending.setdefault(predictor.kind, []).append((len(results) - 1, x, facts))
                 if len(pending[predictor.kind]) >= predictor.max_batch:
                     flush(predictor.kind)
         if error is not None:

@@ -3,18 +3,22 @@
     python -m serving.batch INPUT --out predictions.csv [--model DIR] [--batch-size N] [--shard K/N]
 
 INPUT is a zip or a folder, flat or with class sub-folders (``A01`` ... ``A12``); cards are read
-with the shared safe reader (``shared.dataset_io``). One row per card::
+with the shared safe reader (``shared.dataset_io``). One row per card (:func:`serving.answers.csv_header`)::
 
-    id,label,name,confidence,model,model_version,input,A01,...,A12,error
+    id,label,name,confidence,unknown,unknown_score,review,second_label,second_probability,model,model_version,
+    input,fillage,fullness,peak_load_kN,...,work_kJ,peak_load_rel,...,area_rel,A01,...,A12,unknown_reasons,error
 
 ``id`` is the file stem; ``model`` the kind of model that answered (image, series, dual), ``input`` what it
-read (png, csv, pair). The file is UTF-8 with a byte-order mark, so Excel shows the Chinese condition
+read (png, csv, pair); ``unknown`` and ``review`` are 1/0 (docs/SERVING.md); the measures come from the CSV
+in kN/m/kJ (``_kN``, ``_m``, ``_kJ`` columns) or, for a PNG alone, as fractions of the image (``_rel``).
+``--advice`` adds each answer's likely cause and usual remedy (Chinese, English) and their sources. The file is UTF-8 with a byte-order mark, so Excel shows the Chinese condition
 names (``--no-bom`` for plain UTF-8). Each card is routed and prepared as in the service (:mod:`serving.routing`):
 with a dual model loaded a PNG + CSV pair goes to it, with a series model a lone CSV goes to it, else
 the image model reads the PNG (or the CSV, rendered). A card that cannot be read gets an ``error`` and
 empty prediction columns; it never stops the run. The CSV is written atomically; its rows are the
 service's answers (:mod:`serving.answers`). At the end a summary (cards per label and per model, errors,
-cards of low confidence to check by hand, and accuracy when INPUT is labelled) is printed. The models, preprocessing and batching are those of the
+cards answered unknown -- not a card, or none of the twelve --, cards to check by hand, and accuracy when
+INPUT is labelled) is printed. The models, preprocessing and batching are those of the
 web service, so both give the same probabilities for the same card.
 
 One pipeline (:func:`score_cards`) serves one model or several: worker processes do all the per-card
@@ -39,6 +43,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from serving.answers import LOW_CONFIDENCE, answer, csv_header, csv_row, needs_review
+from serving.card_facts import CardFacts
 from serving.routing import Prepared, Router, card_files, skipped_card_members
 from shared.atomic import atomic_output_file
 from shared.cards import CardError
@@ -49,12 +54,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Row:
-    """One scored card: probabilities or an error, and which model answered (``image|series|dual``)."""
+    """One scored card: the network's output or an error, which model answered (``image|series|dual``), and
+    what the card's files say (structural check, measures)."""
 
     id: str
     file: str
     true_label: str | None
-    probs: np.ndarray | None = None
+    outputs: np.ndarray | None = None
+    facts: CardFacts | None = None
     error: str = ""
     model_kind: str = ""
     input_kind: str = ""  # what that model read: png, csv or pair
@@ -157,12 +164,12 @@ def score_cards(
             if isinstance(card, str):
                 row.error = card
             else:
-                row.input_kind = card.used
+                row.input_kind, row.facts = card.used, card.facts
                 batches.setdefault(card.kind, []).append((row, card.input))
         for kind, items in batches.items():
-            probs = by_kind[kind].predict_cards([x for _, x in items])
-            for (row, _), p in zip(items, probs):
-                row.probs, row.model_kind = p, kind
+            outputs = by_kind[kind].predict_cards([x for _, x in items])
+            for (row, _), out in zip(items, outputs):
+                row.outputs, row.model_kind = out, kind
         if progress is not None:
             progress.update(len(rows))
         return rows
@@ -191,22 +198,23 @@ def score_cards(
 
 
 def _write_rows(writer, models, rows: Iterator[Row], summary: Counter, truth: Counter, answered: Counter,
-                low_confidence: float = LOW_CONFIDENCE) -> None:
+                low_confidence: float = LOW_CONFIDENCE, with_advice: bool = False) -> None:
     codes = models.primary.codes
     for row in rows:
-        if row.probs is None:
-            writer.writerow(csv_row(row.id, codes, None, row.error, row.input_kind))
+        if row.outputs is None:
+            writer.writerow(csv_row(row.id, codes, None, row.error, row.input_kind, with_advice))
             summary["<error>"] += 1
             continue
         answered[row.model_kind] += 1
-        card_answer = answer(models.by_kind[row.model_kind], row.probs)
+        card_answer = answer(models.by_kind[row.model_kind], row.outputs, row.facts, low_confidence=low_confidence)
         label = card_answer["label"]
         summary[label] += 1
-        summary["<review>"] += int(needs_review(card_answer, low_confidence))
+        summary["<review>"] += int(needs_review(card_answer))
+        summary["<unknown>"] += int(card_answer["unknown"])
         if row.true_label is not None:
             truth["labelled"] += 1
             truth["correct"] += int(label == row.true_label)
-        writer.writerow(csv_row(row.id, codes, card_answer, used=row.input_kind))
+        writer.writerow(csv_row(row.id, codes, card_answer, used=row.input_kind, with_advice=with_advice))
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -241,8 +249,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--low-confidence", type=_probability, default=LOW_CONFIDENCE, metavar="P",
-        help=f"count answers with a confidence below P in the summary, for a person to check "
-             f"(default {LOW_CONFIDENCE})",
+        help=f"for a model whose meta.json has no fitted review rule: send answers with a confidence below P "
+             f"to review (column review, counted in the summary; default {LOW_CONFIDENCE}); a model with a "
+             f"fitted rule uses its own",
+    )
+    parser.add_argument(
+        "--advice", action="store_true",
+        help="add each answer's likely cause and usual remedy (Chinese and English) and their sources as columns",
     )
     parser.add_argument(
         "--no-bom", action="store_true",
@@ -250,6 +263,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _rule_text(rule: dict[str, Any]) -> str:
+    """A review rule as the summary says it."""
+    if rule["rule"] == "low_confidence":
+        return f"confidence below {rule['min_top']:g}, the fallback rule"
+    return f"top below {rule['min_top']:.3g} or margin below {rule['min_margin']:.3g}, fitted in meta.json"
 
 
 def _probability(value: str) -> float:
@@ -327,15 +347,16 @@ def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
         encoding = "utf-8" if args.no_bom else "utf-8-sig"
         with atomic_output_file(args.out, "w", newline="", encoding=encoding) as fh:
             writer = csv.writer(fh)
-            writer.writerow(csv_header(predictor.codes))
+            writer.writerow(csv_header(predictor.codes, args.advice))
             # One pipeline for one model or several: each card goes to the model that reads it.
             rows = score_cards(models, source, args.batch_size, bar, report_skipped=last_shard,
                                workers=args.workers, pool=pool)
-            _write_rows(writer, models, rows, summary, truth, answered, args.low_confidence)
+            _write_rows(writer, models, rows, summary, truth, answered, args.low_confidence, args.advice)
     elapsed = time.perf_counter() - started
 
     errors = summary.pop("<error>", 0)
     review = summary.pop("<review>", 0)
+    unknown = summary.pop("<unknown>", 0)
     total = sum(summary.values()) + errors
     print(f"\n{total} card(s) scored in {elapsed:.1f} s ({total / max(elapsed, 1e-9):.0f} cards/s) -> {args.out}")
     for kind, p in models.by_kind.items():
@@ -345,7 +366,12 @@ def _score(args, source: CardSource, pool: ProcessPoolExecutor | None) -> int:
         if summary[code]:
             print(f"  {code}   {summary[code]:>7}  {names[code]}")
     print(f"  errors {errors:>7}")
-    print(f"low confidence (< {args.low_confidence:g}): {review} card(s) to check by hand (column confidence)")
+    print(f"unknown: {unknown} card(s) not a card or none of the twelve (column unknown; why: unknown_reasons)")
+    by_rule: dict[str, list[str]] = {}  # models that follow the same rule are named together
+    for kind, p in models.by_kind.items():
+        by_rule.setdefault(_rule_text(p.output.review_rule(args.low_confidence)), []).append(kind)
+    rules = "; ".join(f"{', '.join(kinds)}: {text}" for text, kinds in by_rule.items())
+    print(f"review: {review} card(s) to check by hand (column review; {rules})")
     if source.problem_counts:
         print("skipped archive members:")
         for reason, count in source.problem_counts.most_common():

@@ -86,7 +86,7 @@ class _Request:
     inputs: Sequence[CardInput]
     enqueued: float
     done: threading.Event = field(default_factory=threading.Event)
-    probs: np.ndarray | None = None
+    outputs: np.ndarray | None = None
     error: BaseException | None = None
     waited: float = 0.0  # seconds from enqueue to the start of its predictor call
 
@@ -184,12 +184,14 @@ class Batcher:
                 self._cond.notify_all()
 
     def predict_cards(self, kind: str, inputs: Sequence[CardInput]) -> np.ndarray:
-        """Class probabilities for prepared cards of one kind, computed in the batcher's next call.
+        """The network's output for prepared cards of one kind, computed in the batcher's next call.
 
-        Blocks until the answer is ready. Same result as ``predictors[kind].predict_cards(inputs)``.
+        Blocks until the answer is ready. Same result as ``predictors[kind].predict_cards(inputs)``; a request
+        of many inputs (an explanation's occluded copies) is one request and runs in as few calls as its size
+        allows.
 
         Returns:
-            ``float32 [len(inputs), len(labels)]``.
+            ``float32 [len(inputs), output width]`` (:meth:`serving.predictor.Predictor.predict`).
 
         Raises:
             KeyError: no predictor of that kind.
@@ -199,7 +201,7 @@ class Batcher:
         if kind not in self._queues:
             raise KeyError(f"no {kind} model loaded; loaded: {', '.join(self._queues)}")
         if not inputs:
-            return np.empty((0, len(self.predictors[kind].codes)), np.float32)
+            return np.empty((0, self.predictors[kind].output.width), np.float32)
         request = _Request(kind, inputs, time.perf_counter())
         with self._cond:
             if self._closing or not self.alive:
@@ -209,7 +211,7 @@ class Batcher:
         request.done.wait()
         if request.error is not None:
             raise request.error
-        return request.probs
+        return request.outputs
 
     # ---------------------------------------------------------------------------------- the thread
 
@@ -283,7 +285,7 @@ class Batcher:
             request.waited = started - request.enqueued
         inputs = [x for request in batch for x in request.inputs]
         try:
-            probs = predictor.predict_cards(inputs)
+            outputs = predictor.predict_cards(inputs)
         except Exception as exc:  # noqa: BLE001 - the batcher must survive anything the predictor raises
             self._observe(kind, batch, started, failed=True, held=held)
             if len(batch) > 1:
@@ -299,7 +301,7 @@ class Batcher:
         start = 0
         for request in batch:
             stop = start + len(request.inputs)
-            request.probs = probs[start:stop]
+            request.outputs = outputs[start:stop]
             start = stop
             request.done.set()
 

@@ -1,10 +1,14 @@
 """A small load generator for ``POST /classify``: requests/s and latency percentiles.
 
     python -m serving.loadtest http://127.0.0.1:8000 CARDS --concurrency 4 --seconds 10 [--token T]
+        [--send png|csv|pair] [--query explain=1] [--requests N]
 
 CARDS is a zip or folder of cards (read with the shared safe reader); each client thread keeps one
-keep-alive connection and sends the cards' PNGs (or CSVs) in turn. Run it on another machine than
-the service when you can: on the same cores it competes with the workers.
+keep-alive connection and sends the cards in turn: each card's PNG (or its CSV when it has none), or with
+``--send csv`` its CSV, with ``--send pair`` its PNG and CSV together (the dual model). ``--query`` adds a
+query string to every request (``explain=1``: the latency of explanations); ``--requests`` stops after that
+many requests. Run it on another machine than the service when you can: on the same cores it competes with
+the workers.
 """
 
 from __future__ import annotations
@@ -21,9 +25,26 @@ from serving.routing import card_files
 from shared.cards import CardError
 from shared.dataset_io import ArchiveError, iter_cards
 
+SENDS = ("png", "csv", "pair")
+_BOUNDARY = "cardsense-loadtest-boundary"
 
-def load_cards(source: str, limit: int = 500) -> list[tuple[bytes, str]]:
-    """Up to ``limit`` ``(bytes, content type)`` pairs from a zip or folder of cards."""
+
+def _multipart(png: bytes, csv: bytes) -> tuple[bytes, str]:
+    """One card's PNG (field ``file``) and CSV (field ``series``) as a multipart body."""
+    parts = []
+    for field, name, data, ctype in (("file", "card.png", png, "image/png"), ("series", "card.csv", csv, "text/csv")):
+        parts.append(f'--{_BOUNDARY}\r\nContent-Disposition: form-data; name="{field}"; filename="{name}"\r\n'
+                     f"Content-Type: {ctype}\r\n\r\n".encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{_BOUNDARY}--\r\n".encode(), f"multipart/form-data; boundary={_BOUNDARY}"
+
+
+def load_cards(source: str, limit: int = 500, send: str = "png") -> list[tuple[bytes, str]]:
+    """Up to ``limit`` ``(body, content type)`` requests from a zip or folder of cards.
+
+    Args:
+        send: ``png`` (a card's PNG, or its CSV when it has none), ``csv`` (cards with a CSV) or ``pair`` (cards
+            with both, sent together).
+    """
     cards = []
     with iter_cards(source) as src:
         for card in src:
@@ -31,27 +52,43 @@ def load_cards(source: str, limit: int = 500) -> list[tuple[bytes, str]]:
                 png, csv = card_files(card)
             except CardError:
                 continue
-            cards.append((png, "image/png") if png is not None else (csv, "text/csv"))
+            if send == "png":
+                cards.append((png, "image/png") if png is not None else (csv, "text/csv"))
+            elif send == "csv" and csv is not None:
+                cards.append((csv, "text/csv"))
+            elif send == "pair" and png is not None and csv is not None:
+                cards.append(_multipart(png, csv))
             if len(cards) >= limit:
                 break
     return cards
 
 
-def run(url: str, cards: list[tuple[bytes, str]], concurrency: int, seconds: float, token: str | None = None) -> dict:
-    """Send ``/classify`` requests from ``concurrency`` threads for ``seconds``; return the statistics."""
+def run(url: str, cards: list[tuple[bytes, str]], concurrency: int, seconds: float, token: str | None = None,
+        query: str = "", requests: int | None = None) -> dict:
+    """Send ``/classify`` requests from ``concurrency`` threads for ``seconds`` (or until ``requests`` were
+    sent); return the statistics."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    path = (parts.path.rstrip("/") or "") + "/classify"
+    path = (parts.path.rstrip("/") or "") + "/classify" + (f"?{query.lstrip('?')}" if query else "")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
+    sent = [0]
+
+    def more() -> bool:
+        with lock:
+            if requests is not None and sent[0] >= requests:
+                return False
+            sent[0] += 1
+        return time.perf_counter() < deadline
+
     def client(offset: int) -> None:
         conn = HTTPConnection(host, port, timeout=60)
         i = offset
-        while time.perf_counter() < deadline:
+        while more():
             data, ctype = cards[i % len(cards)]
             i += 1
             started = time.perf_counter()
@@ -88,6 +125,7 @@ def run(url: str, cards: list[tuple[bytes, str]], concurrency: int, seconds: flo
         "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "concurrency": concurrency,
+        **({"query": query} if query else {}),
     }
 
 
@@ -99,16 +137,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--token", default=None, help="API token, if the service needs one")
+    parser.add_argument("--send", choices=SENDS, default="png",
+                        help="what to send of each card: its PNG (or CSV when it has none), its CSV, or both (pair)")
+    parser.add_argument("--query", default="", help="query string for every request, e.g. explain=1")
+    parser.add_argument("--requests", type=int, default=None, help="stop after this many requests")
     args = parser.parse_args(argv)
     try:
-        cards = load_cards(args.cards)
+        cards = load_cards(args.cards, send=args.send)
     except ArchiveError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not cards:
         print(f"error: no readable cards in {args.cards}", file=sys.stderr)
         return 2
-    stats = run(args.url, cards, args.concurrency, args.seconds, args.token)
+    stats = run(args.url, cards, args.concurrency, args.seconds, args.token, args.query, args.requests)
     print(json.dumps(stats))
     return 0 if set(stats["statuses"]) == {"200"} else 1
 

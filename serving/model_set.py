@@ -9,13 +9,24 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
 from serving.batcher import Batcher, BatchObserver
+from serving.card_facts import CardFacts
 from serving.predictor import Predictor, StartupError, load_predictor
 from serving.routing import CardInput, Router
+
+
+class Routed(NamedTuple):
+    """A card routed and prepared in the service: the predictor that answers it, the input kind it read
+    (``png|csv|pair``), its input, and what its files say (:class:`serving.card_facts.CardFacts`)."""
+
+    predictor: Predictor
+    used: str
+    input: CardInput
+    facts: CardFacts
 
 
 class ModelSet:
@@ -67,22 +78,22 @@ class ModelSet:
         kind, used = self.router.route(png, csv)
         return self.by_kind[kind], used
 
-    def prepare(self, png: bytes | None, csv: bytes | None) -> tuple[Predictor, str, CardInput]:
-        """Route a card and build its model input (:meth:`serving.routing.Router.prepare`).
+    def prepare(self, png: bytes | None, csv: bytes | None) -> Routed:
+        """Route a card and build its model input and facts (:meth:`serving.routing.Router.prepare`).
 
         Returns:
-            ``(predictor, input kind, input)``; ``predictor.predict_cards([input])`` answers the card.
+            :class:`Routed`; ``predictor.predict_cards([input])`` answers the card.
 
         Raises:
             CardError: no loaded model reads the card (``serving.routing.UnusableCard``: the routed model
                 cannot read it).
         """
         if self.batcher is None:
-            kind, used, x = self.router.prepare(png, csv)
+            prepared = self.router.prepare(png, csv)
         else:
             with self.batcher.preparing():  # a call that is not full waits for this card (serving.batcher)
-                kind, used, x = self.router.prepare(png, csv)
-        return self.by_kind[kind], used, x
+                prepared = self.router.prepare(png, csv)
+        return Routed(self.by_kind[prepared.kind], prepared.used, prepared.input, prepared.facts)
 
     def start_batcher(self, max_batch: int, max_wait_ms: float = 0.0, observer: BatchObserver | None = None) -> Batcher:
         """Put a dynamic batcher in front of the predictors: from now on one thread makes every Paddle call.
@@ -98,11 +109,12 @@ class ModelSet:
         return self.batcher
 
     def predict_cards(self, kind: str, inputs: Sequence[CardInput]) -> np.ndarray:
-        """Class probabilities for cards prepared for the model of ``kind``: through the batcher when one
+        """The network's output for cards prepared for the model of ``kind``: through the batcher when one
         runs (concurrent requests share a call), else straight from that predictor.
 
         Returns:
-            ``float32 [len(inputs), len(labels)]``.
+            ``float32 [len(inputs), output width]``: the raw first output, which that predictor's ``output``
+            (:class:`shared.model_outputs.OutputContract`) reads into probabilities, review and open set.
 
         Raises:
             serving.batcher.BatcherClosed: the batcher is shutting down.
@@ -118,6 +130,8 @@ class ModelSet:
             self.batcher.close()
 
     def describe(self) -> dict[str, Any]:
-        """``GET /model``'s ``models``: one entry per kind."""
-        return {kind: {**p.model_id, "folder": str(p.model_dir), "metrics": p.meta.get("metrics", {})}
+        """``GET /model``'s ``models``: one entry per kind, with how its answers are read (``answers``: output
+        format, temperature, review rule, open-set rule -- :meth:`shared.model_outputs.OutputContract.describe`)."""
+        return {kind: {**p.model_id, "folder": str(p.model_dir), "metrics": p.meta.get("metrics", {}),
+                       "answers": p.output.describe()}
                 for kind, p in self.by_kind.items()}

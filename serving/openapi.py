@@ -17,7 +17,7 @@ from typing import Any
 from shared.labels import CODES
 
 OPENAPI_VERSION = "3.1.0"
-API_VERSION = "1.1"
+API_VERSION = "1.2"
 
 _REF = "#/components/schemas/"
 
@@ -37,10 +37,15 @@ def _error(description: str) -> dict[str, Any]:
 _TOP_K = {"name": "top_k", "in": "query", "required": False,
           "description": "add a ranked list of this many labels (0: none; more than 12 lists all)",
           "schema": {"type": "integer", "minimum": 0, "maximum": 10000, "default": 0}}
+_FLAG = {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no", "on", "off"]}
+_EXPLAIN = {"name": "explain", "in": "query", "required": False,
+            "description": "1/true: add `explanation`, occlusion heat maps of what drove the answer (about a hundred "
+                           "occluded copies of the card go through the model in one call; nothing is spent without it)",
+            "schema": _FLAG}
 _INCLUDE_INPUT = {"name": "include_input", "in": "query", "required": False,
                   "description": "1/true: add the card and the model's input as pictures and samples "
                                  "(card_png, card_samples, input_png, input_series)",
-                  "schema": {"type": "string", "enum": ["0", "1", "true", "false", "yes", "no", "on", "off"]}}
+                  "schema": _FLAG}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -70,9 +75,48 @@ _SCHEMAS: dict[str, Any] = {
     "Samples": {
         "type": "array", "items": {"type": "number"},
     },
+    "Ranked": {
+        "type": "object", "required": ["label", "name", "name_en", "probability"],
+        "properties": {"label": _ref("Label"), "name": {"type": "string"}, "name_en": {"type": "string"},
+                       "probability": _ref("Probability")},
+    },
+    "Measure": {
+        "type": "object", "required": ["value", "unit"],
+        "properties": {"value": {"type": ["number", "null"]}, "unit": {"type": "string"}},
+    },
+    "Measures": {
+        "description": "what an engineer reads off the card, each with its unit: from the CSV when the model read one "
+                       "(basis series: kN, m, kJ), else from the PNG's outline (basis outline: fractions of the "
+                       "image); fillage null when the card shows no load drop; or why no measure could be taken",
+        "oneOf": [
+            {"type": "object", "required": ["basis", "fillage", "peak_load", "min_load", "load_range", "stroke", "area",
+                                            "fullness"],
+             "properties": {"basis": {"type": "string", "enum": ["series", "outline"]},
+                            **{k: _ref("Measure") for k in ("fillage", "peak_load", "min_load", "load_range", "stroke",
+                                                            "area", "fullness")}}},
+            {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}},
+        ],
+    },
+    "Advice": {
+        "type": "object", "required": ["cause", "cause_en", "remedy", "remedy_en", "sources"],
+        "description": "the predicted condition's likely cause and usual remedy (Chinese, English) and the sources "
+                       "they rest on: a starting point for a person, not a work order",
+        "properties": {"cause": {"type": "string"}, "cause_en": {"type": "string"}, "remedy": {"type": "string"},
+                       "remedy_en": {"type": "string"}, "sources": {"type": "array", "items": {"type": "string"}}},
+    },
+    "ReviewRule": {
+        "type": "object", "required": ["rule", "min_top"],
+        "description": "the rule `review` followed: the model's fitted one (rule meta: top probability below min_top "
+                       "or margin to the runner-up below min_margin, chosen on held-out cards for target_precision) "
+                       "or, for a model without one, the fallback (rule low_confidence: top probability below min_top)",
+        "properties": {"rule": {"type": "string", "enum": ["meta", "low_confidence"]},
+                       "min_top": _ref("Probability"), "min_margin": _ref("Probability"),
+                       "target_precision": _ref("Probability")},
+    },
     "Answer": {
         "type": "object",
-        "required": ["label", "name", "name_en", "confidence", "probabilities", "model"],
+        "required": ["label", "name", "name_en", "confidence", "probabilities", "top2", "unknown", "unknown_score",
+                     "unknown_reasons", "unknown_basis", "review", "review_rule", "measures", "advice", "model"],
         "properties": {
             "label": _ref("Label"),
             "name": {"type": "string", "description": "the condition in Chinese, e.g. 供液不足"},
@@ -80,10 +124,27 @@ _SCHEMAS: dict[str, Any] = {
             "confidence": _ref("Probability"),
             "probabilities": {"type": "object", "additionalProperties": _ref("Probability"),
                               "propertyNames": _ref("Label"), "description": "all 12, in label order"},
-            "top_k": {"type": "array", "items": {
-                "type": "object", "required": ["label", "name", "name_en", "probability"],
-                "properties": {"label": _ref("Label"), "name": {"type": "string"}, "name_en": {"type": "string"},
-                               "probability": _ref("Probability")}}},
+            "top2": {"type": "array", "items": _ref("Ranked"), "minItems": 2, "maxItems": 2,
+                     "description": "the answer and the runner-up"},
+            "top_k": {"type": "array", "items": _ref("Ranked")},
+            "other_probability": {**_ref("Probability"), "description": "models with a 13th output: the probability "
+                                                                        "of none of the twelve"},
+            "unknown": {"type": "boolean", "description": "not a dynamometer card, or none of the twelve conditions: "
+                                                          "the structural card check failed or the model's open-set "
+                                                          "rule fired; label and probabilities are kept"},
+            "unknown_score": {**_ref("Probability"), "description": "how far the card is from one of the twelve: the "
+                                                                    "larger of 1 - the structural check's score and "
+                                                                    "the model's p(none of the twelve)"},
+            "unknown_reasons": {"type": "array", "items": {"type": "string"},
+                                "description": "why it is unknown, as a person reads it (empty when it is not)"},
+            "unknown_basis": {"type": "array", "items": {"type": "string", "enum": ["outline", "series",
+                                                                                    "outlier_exposure"]},
+                              "description": "what the verdict rests on: the structural check of the PNG's outline "
+                                             "and/or the CSV's samples, and the model's 'none of the twelve' output"},
+            "review": {"type": "boolean", "description": "a person should check this answer (review_rule says why)"},
+            "review_rule": _ref("ReviewRule"),
+            "measures": _ref("Measures"),
+            "advice": {"oneOf": [_ref("Advice"), {"type": "null"}]},
             "model": {"allOf": [_ref("ModelId")], "description": "the model that answered this card"},
         },
     },
@@ -106,7 +167,42 @@ _SCHEMAS: dict[str, Any] = {
                              "description": "include_input, series and dual models: the position and load the "
                                             "network read (0-1, resampled in time order)",
                              "properties": {"position": _ref("Samples"), "load": _ref("Samples")}},
+            "explanation": _ref("Explanation"),
             "elapsed_ms": {"type": "number", "minimum": 0},
+        },
+    },
+    "Explanation": {
+        "type": "object", "required": ["method", "label", "probability", "copies"],
+        "description": "explain=1: what drove the answer, by occlusion -- parts of the input hidden one at a time, "
+                       "scored by the drop of the answered class's probability; each map is scaled to its largest "
+                       "drop (max_drop: near 0, no one part mattered)",
+        "properties": {
+            "method": {"const": "occlusion"}, "label": _ref("Label"), "probability": _ref("Probability"),
+            "copies": {"type": "integer", "minimum": 1, "description": "occluded copies run with the card"},
+            "image": {"type": "object", "required": ["heatmap_png", "frame", "patch", "grid", "max_drop"],
+                      "description": "image and dual models: a grey patch slid over the filled card",
+                      "properties": {
+                          "heatmap_png": {"type": "string", "pattern": "^data:image/png;base64,",
+                                          "description": "RGBA heat map in the frame of input_png (the filled card "
+                                                         "the model read): transparent = no effect, red = most"},
+                          "frame": {"const": "input_png"},
+                          "patch": {"type": "array", "items": {"type": "integer"}},
+                          "grid": {"type": "array", "items": {"type": "array", "items": {"type": "number"}},
+                                   "description": "the probability drop at each patch position, rows x columns"},
+                          "max_drop": {"type": "number"}}},
+            "series": {"type": "object", "required": ["heatmap_png", "frame", "window", "weights", "max_drop"],
+                       "description": "series and dual models: a window of the load samples replaced by a straight "
+                                      "line",
+                       "properties": {
+                           "heatmap_png": {"type": "string", "pattern": "^data:image/png;base64,",
+                                           "description": "the stroke coloured by weight, in the frame of the "
+                                                          "card's bounding box (position and load from their "
+                                                          "minimum to their maximum)"},
+                           "frame": {"const": "card_box"},
+                           "window": {"type": "integer"},
+                           "weights": {"type": "array", "items": {"type": "number"},
+                                       "description": "per sample of input_series, 0-1"},
+                           "max_drop": {"type": "number"}}},
         },
     },
     "BatchResult": {
@@ -211,10 +307,13 @@ def openapi_document() -> dict[str, Any]:
                 "operationId": "classify",
                 "summary": "Classify one card",
                 "security": secured,
-                "parameters": [_TOP_K, _INCLUDE_INPUT],
+                "parameters": [_TOP_K, _INCLUDE_INPUT, _EXPLAIN],
                 "requestBody": _CARD_BODY,
                 "responses": {
-                    "200": _json(_ref("ClassifyAnswer"), "the condition, its confidence and all 12 probabilities"),
+                    "200": _json(_ref("ClassifyAnswer"), "the condition, its confidence and all 12 probabilities, "
+                                                         "whether it is a card of the twelve at all (unknown), "
+                                                         "whether to check it (review), the card's measures and "
+                                                         "the condition's advice"),
                     "400": _error("no card, an empty one, two cards, or a bad query parameter"),
                     **_AUTH_ERRORS,
                     "413": _error("larger than CARDSENSE_MAX_UPLOAD_MB"),

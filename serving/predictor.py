@@ -45,6 +45,7 @@ from paddle import inference
 
 from serving.routing import Batch, CardInput, ModelInputs, stack_inputs
 from shared.meta import ModelFolderError, load_meta, model_files
+from shared.model_outputs import OutputContract
 from shared.preprocess import PreprocessConfig
 from shared.series import SeriesConfig
 
@@ -155,6 +156,10 @@ class Predictor:
         self.codes: list[str] = [x["code"] for x in self.labels]
         if len(set(self.codes)) != len(self.codes):
             raise StartupError(f"{self.model_dir}/meta.json: label codes are not unique: {self.codes}")
+        try:  # how the network's first output is read (shared.model_outputs): checked here, applied per answer
+            self.output: OutputContract = OutputContract.from_meta(self.meta)
+        except ValueError as exc:
+            raise StartupError(f"{self.model_dir}/meta.json: {exc}") from exc
         self._setup_inputs()
 
         self.batch_sizes = tuple(sorted(set(int(b) for b in batch_sizes)))
@@ -299,17 +304,12 @@ class Predictor:
             except Exception as exc:  # noqa: BLE001 - any failure here is a start-up failure
                 shapes = {name: list(v.shape) for name, v in x.items()}
                 raise StartupError(f"{self.model_dir}: warm-up with inputs {shapes} failed: {exc}") from exc
-            if out.shape != (size, len(self.codes)):
-                raise StartupError(
-                    f"{self.model_dir}: the network returns shape {list(out.shape)} for a batch of {size}, "
-                    f"expected [{size}, {len(self.codes)}] (one probability per label in meta.json)"
-                )
-            sums = out.sum(axis=1)
-            if not (np.all(np.isfinite(out)) and np.allclose(sums, 1.0, atol=1e-3) and out.min() >= -1e-6):
-                raise StartupError(
-                    f"{self.model_dir}: the network output is not softmax probabilities "
-                    f"(row sums {sums[:3].round(4).tolist()}); export it with a softmax head"
-                )
+            if len(out) != size:
+                raise StartupError(f"{self.model_dir}: the network returns {len(out)} rows for a batch of {size}")
+            try:  # the shape and kind meta.json promises: softmax [N, 12], or logits [N, 12 | 13]
+                self.output.check_raw(out)
+            except ValueError as exc:
+                raise StartupError(f"{self.model_dir}: {exc}") from exc
 
     def warm_up(self) -> None:
         """Run every batch shape once on every clone in use (the pinned one, if any), from the calling thread.
@@ -409,7 +409,7 @@ class Predictor:
         return checked
 
     def predict(self, batch: Mapping[str, np.ndarray] | np.ndarray) -> np.ndarray:
-        """Class probabilities for a batch of model inputs.
+        """The network's first output for a batch of model inputs (read it with :attr:`output`).
 
         Args:
             batch: ``{input name: float32 [N, ...]}`` (:data:`serving.routing.Batch`; a single card may leave
@@ -417,14 +417,16 @@ class Predictor:
                 ``float32 [N, 1, H, W]``).
 
         Returns:
-            ``float32 [N, len(labels)]``, each row summing to 1, in the order of :attr:`codes`.
+            ``float32 [N, output.width]`` in the order of :attr:`codes` (plus "none of the twelve" last when
+            the model has it): softmax probabilities of an old model, logits of a new one
+            (:class:`shared.model_outputs.OutputContract`; ``self.output.interpret`` gives the probabilities).
 
         Raises:
             ValueError: inputs that are not this model's, or of the wrong shape.
         """
         batch = self._checked(batch)
         n = len(next(iter(batch.values())))
-        out = np.empty((n, len(self.codes)), np.float32)
+        out = np.empty((n, self.output.width), np.float32)
         if n == 0:
             return out
         with self._borrow() as predictor:
@@ -439,13 +441,13 @@ class Predictor:
         return out
 
     def predict_cards(self, inputs: Sequence[CardInput]) -> np.ndarray:
-        """Class probabilities for cards prepared for this model (:meth:`serving.routing.Router.prepare`).
+        """The network's first output for cards prepared for this model (:meth:`serving.routing.Router.prepare`).
 
-        The one call per model kind that the HTTP app and the batch scorer make: a dynamic batcher that groups
-        concurrent requests of one kind into one call would sit in front of it.
+        The one call per model kind that the HTTP app and the batch scorer make (the service's dynamic batcher,
+        :mod:`serving.batcher`, sits in front of it).
 
         Returns:
-            ``float32 [len(inputs), len(labels)]`` in the order of :attr:`codes`.
+            ``float32 [len(inputs), output.width]`` as :meth:`predict`.
         """
         return self.predict(stack_inputs(inputs))
 

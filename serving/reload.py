@@ -99,8 +99,6 @@ def _test_card() -> tuple[bytes, bytes]:
 
 def _exercise(model_dir: str | os.PathLike, cfg):
     """Build the predictor the service would build for ``model_dir`` and put one real card through it."""
-    import numpy as np
-
     from serving.model_set import ModelSet
     from serving.predictor import StartupError, load_predictor
     from shared.cards import CardError
@@ -112,22 +110,22 @@ def _exercise(model_dir: str | os.PathLike, cfg):
         )
     except StartupError as exc:
         raise ReloadError(str(exc)) from None
-    # One real card through the whole path: route, decode, preprocess, network, probabilities. The card has
+    # One real card through the whole path: route, decode, preprocess, network, its output read. The card has
     # both files, so each kind reads what it reads from a request (image: the PNG; series: the CSV; dual: both).
     png, csv = _test_card()
     try:
-        _, _, x = ModelSet([predictor]).prepare(png, csv)
-        probs = predictor.predict_cards([x] * max(cfg.batch_sizes))
+        x = ModelSet([predictor]).prepare(png, csv).input
+        outputs = predictor.predict_cards([x] * max(cfg.batch_sizes))
     except CardError as exc:
         raise ReloadError(f"{model_dir}: the model's preprocessing refuses a valid card: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - any failure of the network on a real card refuses the model
         raise ReloadError(f"{model_dir}: the network fails on a valid card: {type(exc).__name__}: {exc}") from None
-    n = len(predictor.codes)
-    if probs.shape != (max(cfg.batch_sizes), n) or not np.isfinite(probs).all():
-        raise ReloadError(f"{model_dir}: the network returns {probs.shape} values (finite: "
-                          f"{bool(np.isfinite(probs).all())}); expected probabilities for {n} labels")
-    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3) or (probs < -1e-6).any():
-        raise ReloadError(f"{model_dir}: the network's outputs are not probabilities (they do not sum to 1)")
+    if len(outputs) != max(cfg.batch_sizes):
+        raise ReloadError(f"{model_dir}: the network returns {len(outputs)} rows for {max(cfg.batch_sizes)} cards")
+    try:  # the output meta.json promises (shared.model_outputs): softmax probabilities, or logits
+        predictor.output.interpret(outputs)
+    except ValueError as exc:
+        raise ReloadError(f"{model_dir}: {exc}") from None
     return predictor
 
 

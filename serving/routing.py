@@ -32,11 +32,12 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from serving.card_facts import CardFacts, read_facts
 from shared.card_pair import check_pair
-from shared.cards import CardError, decode_card_png, read_card_csv
+from shared.cards import Card, CardError, decode_card_png, read_card_csv
 from shared.dataset_io import CARD_SUFFIXES, CardFile, CardSource
-from shared.preprocess import PreprocessConfig, filled_card, filled_card_bytes, to_model_input
-from shared.series import SeriesConfig, preprocess_series, preprocess_series_csv
+from shared.preprocess import PreprocessConfig, card_ink, filled_card, to_model_input
+from shared.series import SeriesConfig, preprocess_series
 
 KINDS = ("image", "series", "dual")
 
@@ -145,12 +146,13 @@ class ModelInputs:
             shapes["series"] = tuple(self.series.input_shape)
         return shapes
 
-    def prepare(self, png: bytes | None, csv: bytes | None) -> CardInput:
-        """A card's files -> this kind's input (:data:`CardInput`).
+    def decode(self, png: bytes | None, csv: bytes | None) -> tuple[np.ndarray | None, Card | None]:
+        """A card's files -> the decoded files this kind reads: ``(outline mask or None, samples or None)``.
 
-        An image model reads the PNG, or else the CSV rendered to one; a series model the CSV; a dual model
-        both (the PNG first: its error is the one reported), once :func:`shared.card_pair.check_pair` found
-        them to be one card. :meth:`Router.prepare` passes only the files the routing rule chose.
+        An image model reads the PNG, or else the CSV (rendered by :meth:`build`); a series model the CSV; a
+        dual model both (the PNG first: its error is the one reported), once
+        :func:`shared.card_pair.check_pair` found them to be one card. :meth:`Router.prepare` passes only the
+        files the routing rule chose.
 
         Raises:
             CardError: a file the model needs is missing or is not a usable card;
@@ -159,17 +161,37 @@ class ModelInputs:
         if self.kind == "image":
             if png is None and csv is None:
                 raise CardError("the card has no PNG or CSV file")
-            return {"image": filled_card_bytes(png, "png", self.image) if png is not None
-                    else filled_card_bytes(csv, "csv", self.image)}
+            return (decode_card_png(png), None) if png is not None else (None, read_card_csv(csv))
         if csv is None:
             raise CardError(f"the {self.kind} model needs the card's CSV (position/load samples)")
         if self.kind == "series":
-            return {"series": preprocess_series_csv(csv, self.series)}
+            return None, read_card_csv(csv)
         if png is None:
             raise CardError("the dual model needs the card's PNG as well as its CSV")
         ink, card = decode_card_png(png), read_card_csv(csv)
         check_pair(ink, card)  # a PNG and a CSV of two different cards are refused, not mixed
-        return {"image": filled_card(ink, self.image), "series": preprocess_series(card, self.series)}
+        return ink, card
+
+    def build(self, ink: np.ndarray | None, card: Card | None) -> CardInput:
+        """Decoded files (:meth:`decode`) -> this kind's input (:data:`CardInput`).
+
+        Raises:
+            CardError: the files are not a usable card for this model.
+        """
+        x: CardInput = {}
+        if self.image is not None:
+            x["image"] = filled_card(ink if ink is not None else card_ink(card), self.image)
+        if self.series is not None:
+            x["series"] = preprocess_series(card, self.series)
+        return x
+
+    def prepare(self, png: bytes | None, csv: bytes | None) -> CardInput:
+        """A card's files -> this kind's input (:meth:`decode`, then :meth:`build`).
+
+        Raises:
+            CardError: as :meth:`decode` and :meth:`build`.
+        """
+        return self.build(*self.decode(png, csv))
 
 
 def stack_inputs(inputs: Sequence[CardInput]) -> Batch:
@@ -196,11 +218,13 @@ def stack_inputs(inputs: Sequence[CardInput]) -> Batch:
 
 
 class Prepared(NamedTuple):
-    """A routed card: the model kind that answers it, the input kind it read and its input."""
+    """A routed card: the model kind that answers it, the input kind it read, its input, and what its files
+    say before any model (:class:`serving.card_facts.CardFacts`: the structural check and the measures)."""
 
     kind: str
     used: str
     input: CardInput
+    facts: CardFacts
 
 
 class UnusableCard(CardError):
@@ -241,7 +265,8 @@ class Router:
         return route_kind(self.kinds, png is not None, csv is not None)
 
     def prepare(self, png: bytes | None, csv: bytes | None) -> Prepared:
-        """Route a card, then build its input with the preprocessing of the model that answers it.
+        """Route a card, then build its input with the preprocessing of the model that answers it, and read
+        its facts (structural check, measures) from the same decoded files.
 
         Raises:
             CardError: no loaded model reads this card.
@@ -250,7 +275,8 @@ class Router:
         kind, used = self.route(png, csv)
         model_inputs = next(i for i in self.inputs if i.kind == kind)
         try:
-            x = model_inputs.prepare(png if used != "csv" else None, csv if used != "png" else None)
+            ink, card = model_inputs.decode(png if used != "csv" else None, csv if used != "png" else None)
+            x = model_inputs.build(ink, card)
         except CardError as exc:
             raise UnusableCard(kind, used, exc) from exc
-        return Prepared(kind, used, x)
+        return Prepared(kind, used, x, read_facts(ink, card))

@@ -25,14 +25,19 @@ rod stretch λ slants every load change over ≈ λ of the stroke; λ is read fr
 centre of its loading line lies λ/2 above the bottom) and removed as a static pump-card correction:
 the plunger met liquid at ``drop − λ/2`` of its stroke ``1 − λ``.
 
-Accuracy on simulated cards whose liquid fillage is known (100 cards each of A01, A02, A11 drawn with
-``card_rng(12, code, i)``, ``sample_params`` and ``run_specs``; ``tests/test_measures.py`` repeats it on
-30 per class of seed 3): on the pump card the estimate is within 0.07 of the truth on every card
-(median error 0.02, biased +0.02 to +0.03 by the dead space); on the surface card, smeared by rod
-stretch and rod vibration, the median error is 0.02, 90 % of cards are within 0.09 and the worst is
-0.34 (sand noise). A PNG of the same card gives the same fillage (simulated: 95 % of cards within 0.01;
-field: 196 of 203 cards within 0.15, the rest cards with two drops of similar size). It is an estimate
-for a person to check, not a pump card computed with the wave equation.
+Fillage here is pump fillage as a card shows it: the liquid admitted per stroke over the plunger's
+effective stroke (the gross plunger travel less the tubing stretch of unanchored tubing). On simulated
+cards the truth is therefore not the simulator's ``fillage`` parameter (liquid supply over the gross
+plunger travel) but ``min(fillage, 1 − gas_fraction) / (1 − tubing stretch share)``
+(``tests/test_measures.py``, ``true_pump_fillage``, which says why). Accuracy on 100 cards each of A01,
+A02, A11 drawn with ``card_rng(12, code, i)``, ``sample_params`` and ``run_specs`` (the test repeats it
+on 30 per class of seed 3): on the pump card the estimate is within 0.07 of the truth on every card
+(worst 0.066, median error 0.017, biased about +0.016 by the dead space); on the surface card, smeared
+by rod stretch and rod vibration, the median error is 0.015 and 93 % of cards are within 0.09; the
+worst are a few severe A11 cards whose sand drag swamps the drop (up to 0.70). A PNG of the same card
+gives the same fillage (simulated: 96 % of cards within 0.01, 99 % within 0.03; field: 196 of 203
+cards within 0.15, the rest cards with two drops of similar size). It is an estimate for a person to
+check, not a pump card computed with the wave equation.
 """
 
 from __future__ import annotations

@@ -112,30 +112,51 @@ def export_tiny_series_model(kind: str, folder: Path, seed: int = 1, version: st
     return folder
 
 
-def export_tiny_model(out_dir: Path, **meta_overrides) -> Path:
-    """Export a tiny deterministic image model with its ``meta.json`` into ``out_dir``."""
+def _grid_net(other_class: bool = False, logits: bool = False):
+    """The tiny deterministic image network: the filled card pooled into a 3 x 4 grid (12 cells), each class
+    scored by one cell's share of fill. With ``other_class`` a 13th output scores "none of the twelve", high
+    for a card with little fill (20 - 50 x the mean fill: a gas-lock sliver, not a full card); ``logits``
+    returns the scores, else their softmax."""
     import paddle
-
-    from shared.meta import write_meta
-    from shared.preprocess import PreprocessConfig
 
     class GridNet(paddle.nn.Layer):
         def __init__(self) -> None:
             super().__init__()
             self.pool = paddle.nn.AdaptiveAvgPool2D((3, 4))
-            self.head = paddle.nn.Linear(12, 12)
+            self.head = paddle.nn.Linear(12, 13 if other_class else 12)
 
         def forward(self, x):
-            cells = paddle.flatten(self.pool(x), 1)
-            return paddle.nn.functional.softmax(self.head(cells), axis=-1)
+            scores = self.head(paddle.flatten(self.pool(x), 1))
+            return scores if logits else paddle.nn.functional.softmax(scores, axis=-1)
 
     paddle.seed(0)
     net = GridNet()
     rng = np.random.default_rng(0)
     weight = 12.0 * np.eye(12) + rng.normal(0.0, 0.5, (12, 12))
+    bias = np.zeros(12)
+    if other_class:
+        weight = np.concatenate([weight, np.full((12, 1), -50.0 / 12)], axis=1)
+        bias = np.append(bias, 20.0)
     net.head.weight.set_value(weight.astype("float32"))
-    net.head.bias.set_value(np.zeros(12, "float32"))
+    net.head.bias.set_value(bias.astype("float32"))
     net.eval()
+    return net
+
+
+def export_tiny_model(out_dir: Path, **meta_overrides) -> Path:
+    """Export a tiny deterministic image model with its ``meta.json`` into ``out_dir``.
+
+    ``meta_overrides`` replace ``meta.json`` entries; ``output="logits"`` exports the network's scores
+    instead of its softmax and ``other_class=True`` a 13th "none of the twelve" output (the model contract of
+    ``shared.model_outputs``).
+    """
+    import paddle
+
+    from shared.meta import write_meta
+    from shared.preprocess import PreprocessConfig
+
+    net = _grid_net(other_class=bool(meta_overrides.get("other_class")),
+                    logits=meta_overrides.get("output") == "logits")
     config = PreprocessConfig()
     out_dir.mkdir(parents=True, exist_ok=True)
     paddle.jit.save(
@@ -158,6 +179,24 @@ def export_tiny_model(out_dir: Path, **meta_overrides) -> Path:
     meta.update(meta_overrides)
     write_meta(out_dir, meta)
     return out_dir
+
+
+# The model contract of a new (issue #14) model folder: logits with a 13th output, a temperature, a fitted
+# review rule and an outlier-exposure threshold (shared.model_outputs).
+NEW_FORMAT_META = {
+    "name": "tiny-logits",
+    "output": "logits",
+    "other_class": True,
+    "confidence": {"temperature": 1.2, "ece_before": 0.12, "ece_after": 0.04, "fitted_on": "test cards",
+                   "review": {"min_top": 0.5, "min_margin": 0.1, "target_precision": 0.9, "fitted_on": "test cards"}},
+    "open_set": {"method": "outlier_exposure", "threshold": 0.15, "accept_rate": 0.95, "fitted_on": "test cards"},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_logits_model(tmp_path_factory) -> Path:
+    """Folder of the tiny model in the new format (:data:`NEW_FORMAT_META`)."""
+    return export_tiny_model(tmp_path_factory.mktemp("models") / "tiny-logits", **NEW_FORMAT_META)
 
 
 @pytest.fixture(scope="session")

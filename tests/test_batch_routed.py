@@ -84,7 +84,7 @@ def test_workers_give_the_same_rows_and_each_row_its_model(model_folders, mixed_
             png_b = png.read_bytes() if png.exists() else None
             csv_bytes = csv_b.read_bytes() if csv_b.exists() else None
             try:
-                p, used, x = ms.prepare(png_b, csv_bytes)
+                p, used, x, _ = ms.prepare(png_b, csv_bytes)
             except CardError as exc:
                 assert rows[stem]["error"] == str(exc) and rows[stem]["label"] == "", stem
                 continue
@@ -109,7 +109,7 @@ def test_score_cards_says_which_model_answered(model_folders, mixed_folder):
     assert (by_id["c00"].model_kind, by_id["c00"].input_kind) == ("dual", "pair")
     assert (by_id["c01"].model_kind, by_id["c01"].input_kind) == ("image", "png")
     assert (by_id["c02"].model_kind, by_id["c02"].input_kind) == ("series", "csv")
-    assert by_id["bad-pair"].probs is None and by_id["bad-pair"].model_kind == "" and by_id["bad-pair"].error
+    assert by_id["bad-pair"].outputs is None and by_id["bad-pair"].model_kind == "" and by_id["bad-pair"].error
 
 
 def test_routed_shards_concatenate_to_the_unsharded_file(model_folders, mixed_folder, tmp_path):
@@ -144,23 +144,23 @@ def test_read_ahead_is_bounded(predictor):
     source = _CountingSource(400)
     rows = batch.score_cards(predictor, source, 8, workers=1)
     first = next(rows)
-    assert first.probs is not None
+    assert first.outputs is not None
     assert source.read <= (2 * 1 + 2) * 8  # at most 2 * workers + 2 chunks in flight
     assert sum(1 for _ in rows) == 399
 
 
 def test_an_unexpected_decoder_failure_is_that_cards_error_row(predictor, monkeypatch):
-    real = routing.filled_card_bytes
+    real = routing.decode_card_png
 
-    def flaky(data, kind, config):
+    def flaky(data):
         if data == b"boom":
             raise RuntimeError("decoder bug")
-        return real(data, kind, config)
+        return real(data)
 
-    monkeypatch.setattr(routing, "filled_card_bytes", flaky)
+    monkeypatch.setattr(routing, "decode_card_png", flaky)
     cards = [CardFile(id="a", label=None, folder="", png=card_png("normal"), name="a.png"),
              CardFile(id="b", label=None, folder="", png=b"boom", name="b.png")]
     source = type("S", (), {"problems": [], "__iter__": lambda self: iter(cards)})()
     rows = list(batch.score_cards(predictor, source, 4, workers=1))
-    assert rows[0].probs is not None and rows[0].model_kind == "image"
-    assert rows[1].probs is None and "RuntimeError: decoder bug" in rows[1].error
+    assert rows[0].outputs is not None and rows[0].model_kind == "image"
+    assert rows[1].outputs is None and "RuntimeError: decoder bug" in rows[1].error

@@ -15,7 +15,10 @@ from shared.preprocess import preprocess_csv, preprocess_png
 from tests.conftest import CARD_KINDS, REPO, card_csv, card_png
 
 CODES = [f"A{i:02d}" for i in range(1, 13)]
-HEADER = ["id", "label", "name", "confidence", "model", "model_version", "input", *CODES, "error"]
+MEASURES = ["fillage", "fullness", "peak_load_kN", "min_load_kN", "load_range_kN", "stroke_m", "work_kJ",
+            "peak_load_rel", "min_load_rel", "load_range_rel", "stroke_rel", "area_rel"]
+HEADER = ["id", "label", "name", "confidence", "unknown", "unknown_score", "review", "second_label",
+          "second_probability", "model", "model_version", "input", *MEASURES, *CODES, "unknown_reasons", "error"]
 
 
 def run(args) -> int:
@@ -80,7 +83,7 @@ def test_labelled_folder_prints_accuracy(tmp_path, tiny_model, predictor, capsys
     expected = {}
     for i, kind in enumerate(CARD_KINDS):
         png = card_png(kind, i)
-        label = answer(predictor, predictor.predict(preprocess_png(png, predictor.preprocess))[0])["label"]
+        label = answer(predictor, predictor.predict(preprocess_png(png, predictor.preprocess))[0], None)["label"]
         true = label if i % 2 == 0 else ("A01" if label != "A01" else "A02")  # 3 right, 2 wrong
         expected[kind] = true
         (root / true).mkdir(parents=True, exist_ok=True)

@@ -85,7 +85,7 @@ def concurrently(answer, threads: int = 8, rounds: int = 6) -> tuple[list[tuple[
 def through_the_model_set(models: ModelSet, threads: int, rounds: int = 3) -> tuple[list, list]:
     """Clients that prepare each card and ask for its answer, as the app does."""
     def answer(i: int) -> np.ndarray:
-        predictor, _, x = models.prepare(PNGS[i], None)
+        predictor, _, x, _ = models.prepare(PNGS[i], None)
         return models.predict_cards(predictor.kind, [x])[0]
 
     return concurrently(answer, threads, rounds)
@@ -204,7 +204,7 @@ def test_a_bad_card_withdraws_its_announcement(recording):
     try:
         with pytest.raises(CardError):
             models.prepare(b"not a png", None)
-        predictor, _, x = models.prepare(PNGS[0], None)
+        predictor, _, x, _ = models.prepare(PNGS[0], None)
         models.predict_cards(predictor.kind, [x])
         assert batcher.held_calls == 0
     finally:

@@ -40,7 +40,7 @@ def _post(server, body: bytes, ctype: str, route: str = "/classify", timeout: fl
 
 @pytest.fixture(scope="module")
 def expected_label(predictor):
-    return answer(predictor, predictor.predict(preprocess_png(GOOD, predictor.preprocess)[None])[0])["label"]
+    return answer(predictor, predictor.predict(preprocess_png(GOOD, predictor.preprocess)[None])[0], None)["label"]
 
 
 def _good_still_right(server, expected_label):

@@ -22,7 +22,8 @@ PACKAGES = ("shared", "serving", "training", "bench", "scripts")
 # What the gunicorn master (serving/gunicorn.conf.py, serving/reload.py's module level) and the batch scorer's
 # spawn workers (serving.batch and what it imports at the top) load: Paddle must stay out of them.
 PADDLE_FREE = ("serving.config", "serving.reload", "serving.batch", "serving.routing", "serving.uploads",
-               "serving.answers", "serving.loadtest", "serving.healthcheck")
+               "serving.answers", "serving.card_facts", "serving.explain", "serving.loadtest", "serving.healthcheck",
+               "shared.model_outputs")
 
 
 def project_modules() -> dict[str, Path]:

@@ -6,9 +6,16 @@ measured accuracy (the module docstring has the larger study: 100 cards per clas
 ``card_rng(12, code, i)`` + ``sample_params`` + ``run_specs``): the pump card within 0.07 on every
 card; the surface card, smeared by rod stretch and rod vibration, a median error of at most 0.03 and
 85 % of cards within 0.10; the PNG of a card agrees with its CSV.
+
+The truth is the pump fillage as a card shows it (:func:`true_pump_fillage`): the liquid admitted per
+stroke over the plunger's *effective* stroke. The simulator's ``fillage`` parameter is the liquid
+supply over the plunger's gross travel; the two differ when the tubing is unanchored (its stretch
+takes part of the stroke) or when free gas enters with the liquid and fills the barrel first.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -23,6 +30,7 @@ from shared.measures import (
     work_per_stroke,
 )
 from training.simulator import card_rng, make_spec, run_specs, sample_params
+from training.simulator.params import STEEL_E, TUBING_AREA
 
 CONDITIONS = ("A01", "A02", "A11")
 PER_CLASS = 30
@@ -49,13 +57,56 @@ def _rectangle(n: int = 200, low: float = 20.0, high: float = 50.0, stroke: floa
     return x, f
 
 
+def true_pump_fillage(card) -> float:
+    """The pump fillage of a simulated card: liquid admitted per stroke over the effective plunger stroke.
+
+    Pump fillage is the share of the pump's displacement filled with liquid, read on the pump card as
+    the net (liquid) stroke over the effective plunger stroke -- the gross plunger travel less the
+    tubing stretch when the tubing is unanchored: the travel over which the plunger sweeps the barrel. The simulator
+    draws ``fillage`` as the liquid supply over the *gross* plunger travel (``pump.py``: the budget is
+    ``fillage`` x the free travel), so two of its physics make that parameter differ from what the card
+    shows:
+
+    * unanchored tubing: at the start of the upstroke the fluid load leaves the tubing, which shortens
+      and carries the barrel up with the plunger for the tubing stretch ``t``; the plunger sweeps the
+      barrel over ``1 - t`` of its travel only, and on the downstroke the load falls from ``f + t`` to
+      ``f`` as the tubing takes it back (measured: the worst card of seed 3, truth 0.697, unanchored,
+      ``t`` = 0.13 of the pump stroke, reads 0.798 = 0.697 / (1 - 0.13));
+    * free gas: ``gas_fraction`` of what enters the standing valve is gas, so the liquid admitted is at
+      most ``1 - gas_fraction`` of the stroke however large the supply (seed 3: supply 0.811 with 24 %
+      gas; the barrel held 0.76 liquid, read 0.760).
+
+    Returns:
+        ``min(fillage, 1 - gas_fraction) / (1 - t)``, at most 1 (``t``: the tubing stretch under the
+        fluid load, ``F_o · depth / (E · A_tubing)``, over the pump card's stroke; 0 when anchored).
+    """
+    p = card.params
+    stretch = 0.0 if p.tubing_anchored else p.fluid_load_n * p.depth_m / (STEEL_E * TUBING_AREA)
+    effective = 1.0 - stretch / float(np.ptp(card.pump_position_m))
+    return min(1.0, min(p.fillage, 1.0 - p.gas_fraction) / effective)
+
+
 def test_pump_card_fillage_is_within_0_07_of_the_truth(simulated):
-    errors = [abs(measure_series(c.pump_position_m, c.pump_load_kN).fillage - c.params.fillage) for c in simulated]
+    errors = [abs(measure_series(c.pump_position_m, c.pump_load_kN).fillage - true_pump_fillage(c)) for c in simulated]
     assert max(errors) <= 0.07, f"worst pump-card fillage error {max(errors):.3f}"
+    assert np.median(errors) <= 0.03
+
+
+def test_true_pump_fillage_is_the_supply_for_an_anchored_gas_free_pump(simulated):
+    # The correction is physics, not a fudge: with neither tubing stretch nor gas it is the supply itself,
+    # and each of the two only ever moves the truth the way its physics says.
+    for c in simulated:
+        plain = dataclasses.replace(c, params=c.params.replace(tubing_anchored=True, gas_fraction=0.0))
+        assert true_pump_fillage(plain) == c.params.fillage
+        gassy = dataclasses.replace(c, params=c.params.replace(tubing_anchored=True))
+        assert true_pump_fillage(gassy) <= c.params.fillage
+    unanchored = [c for c in simulated if not c.params.tubing_anchored and c.params.fillage < 1.0]
+    assert unanchored and all(true_pump_fillage(c) > min(c.params.fillage, 1.0 - c.params.gas_fraction)
+                              for c in unanchored)
 
 
 def test_surface_card_fillage_is_close_to_the_truth(simulated):
-    errors = np.array([abs(measure_series(c.position_m, c.load_kN).fillage - c.params.fillage) for c in simulated])
+    errors = np.array([abs(measure_series(c.position_m, c.load_kN).fillage - true_pump_fillage(c)) for c in simulated])
     assert np.median(errors) <= 0.03
     assert np.mean(errors <= 0.10) >= 0.85, f"{np.mean(errors <= 0.10):.2f} of cards within 0.10"
 

@@ -73,7 +73,10 @@ def test_real_answers_meet_the_schemas(client_all):
     for r in (post("/classify?include_input=1&top_k=3", file=(card_png("pound"), "a.png")),
               post("/classify?include_input=1", file=(card_csv("dome"), "b.csv")),
               post("/classify?include_input=1", file=(card_png("normal"), "c.png"), series=(card_csv("normal"), "c.csv")),
-              client_all.post("/classify", data=card_csv("normal"), content_type="text/csv")):
+              client_all.post("/classify", data=card_csv("normal"), content_type="text/csv"),
+              post("/classify?explain=1", file=(card_png("dome"), "d.png")),
+              post("/classify?explain=1", file=(card_csv("dome"), "d.csv")),
+              post("/classify?explain=1", file=(card_png("normal"), "c.png"), series=(card_csv("normal"), "c.csv"))):
         assert r.status_code == 200, r.json
         assert_meets(r.json, "ClassifyAnswer")
     batch = client_all.post("/classify/batch?top_k=2", data={

@@ -229,3 +229,21 @@ def test_load_generator(gunicorn_server, tmp_path, capsys):
     assert loadtest.main([gunicorn_server.url, str(tmp_path), "--concurrency", "3", "--seconds", "1"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["requests"] > 0 and stats["statuses"] == {"200": stats["requests"]}
+    # explanations, a fixed number of requests: the latency of ?explain=1
+    assert loadtest.main([gunicorn_server.url, str(tmp_path), "--concurrency", "1", "--seconds", "60",
+                          "--query", "explain=1", "--requests", "4"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["requests"] == 4 and stats["statuses"] == {"200": 4} and stats["query"] == "explain=1"
+
+
+def test_load_generator_sends_pairs_and_csvs(tmp_path):
+    from serving import loadtest
+
+    (tmp_path / "a.png").write_bytes(card_png("normal"))
+    (tmp_path / "a.csv").write_bytes(card_csv("normal"))
+    (tmp_path / "b.png").write_bytes(card_png("dome"))
+    pairs = loadtest.load_cards(str(tmp_path), send="pair")
+    assert len(pairs) == 1 and pairs[0][1].startswith("multipart/form-data; boundary=")
+    assert b'name="file"; filename="card.png"' in pairs[0][0] and b'name="series"' in pairs[0][0]
+    assert loadtest.load_cards(str(tmp_path), send="csv") == [(card_csv("normal"), "text/csv")]
+    assert len(loadtest.load_cards(str(tmp_path), send="png")) == 2

@@ -162,7 +162,7 @@ def test_label_count_mismatch(tiny_model, tmp_path):
     folder = _copy_model(tiny_model, tmp_path)
     meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
     _edit_meta(folder, labels=meta["labels"][:10])
-    with pytest.raises(StartupError, match=r"expected \[1, 10\]"):
+    with pytest.raises(StartupError, match=r"shape \[1, 12\], expected \[N, 10\]"):
         Predictor(folder, device="cpu")
 
 

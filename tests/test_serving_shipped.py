@@ -1,5 +1,6 @@
 """The shipped model set behind a real gunicorn, configured as a fresh install runs it (no CARDSENSE_MODEL_DIR):
-a PNG is answered by the image model, a CSV by the series model, a PNG + CSV pair by the dual model."""
+a PNG is answered by the image model, a CSV by the series model, a PNG + CSV pair by the dual model; pictures
+that are no card are answered unknown (or refused) and real field cards are not (issue #14's targets)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 import pytest
 
 from shared.cards import card_csv_text, render_card_png
+from shared.labels import CODES
 from tests.conftest import GunicornServer, encode_multipart, http
+from tests.notcards import notcard_images
 from tests.shapes import fluid_pound_card
 
 
@@ -53,3 +56,29 @@ def test_shipped_models_survive_a_reload(shipped_server):
     time.sleep(3)  # let the old worker retire
     answer = _classify(shipped_server, [("file", "c.csv", csv, "text/csv")])
     assert answer["model"]["kind"] == "series"
+
+
+def _batch(server, files):
+    body, ctype = encode_multipart([(f"f{i}", name, data, ctype) for i, (name, data, ctype) in enumerate(files)])
+    status, _, raw = http("POST", server.url + "/classify/batch", body, {"Content-Type": ctype}, timeout=300)
+    assert status == 200, raw[:300]
+    return json.loads(raw)["results"]
+
+
+def test_pictures_that_are_no_card_are_unknown_and_real_field_cards_are_not(shipped_server):
+    """Issue #14's targets on the shipped (old-format) models, where the structural card check is the only
+    evidence: at least 90 % of the 72 not-a-card pictures answered unknown or refused (measured: all 72), at
+    most 20 % of the 709 real in-class field cards, rendered as PNGs, called unknown (measured: none)."""
+    pictures = _batch(shipped_server, [(f"{n.name}.png", n.png, "image/png") for n in notcard_images()])
+    caught = [r for r in pictures if r.get("unknown") or r.get("error", {}).get("code") == "invalid_card"]
+    assert len(pictures) == 72 and len(caught) / len(pictures) >= 0.9, [r["id"] for r in pictures if r not in caught]
+
+    from training.simulator.field import load_field_cards
+
+    field = [c for c in load_field_cards() if c.code in CODES]
+    assert len(field) == 709
+    results = _batch(shipped_server, [(f"{c.id}.png", render_card_png(c.position_m, c.load_kN), "image/png")
+                                      for c in field])
+    assert not [r for r in results if "error" in r]
+    unknown = [r for r in results if r["unknown"]]
+    assert len(unknown) / len(results) <= 0.2, [(r["id"], r["unknown_reasons"]) for r in unknown[:5]]

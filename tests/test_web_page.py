@@ -13,6 +13,7 @@ import pytest
 from serving.accuracy import accuracy_figures
 from tests.browser import browser_or_skip, keep_screenshot, start_browser
 from tests.conftest import REPO, GunicornServer, card_csv, card_png, encode_multipart, http
+from tests.notcards import notcard_images
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,21 @@ def test_upload_cards_and_see_the_diagnosis(browser, gunicorn_server, tmp_path):
         assert seen.get_attribute("data-shows") == "image"
         assert _axis_titles(seen)[0].startswith("position (relative")
 
+        # the runner-up, the measures with their units and the condition's advice
+        assert item.get_attribute("data-unknown") == "false"
+        assert not item.find_element(By.CSS_SELECTOR, ".unknown").is_displayed()
+        second = answer["top2"][1]
+        assert item.find_element(By.CSS_SELECTOR, ".facts .second").text.startswith(second["label"])
+        advice = item.find_element(By.CSS_SELECTOR, ".facts .advice")
+        assert answer["advice"]["cause_en"] in advice.text and answer["advice"]["remedy"] in advice.text
+
+    png_measures = by_file[png.name].find_element(By.CSS_SELECTOR, ".facts .measures").text
+    assert "fractions of the image" in png_measures and "fillage" in png_measures
+    csv_measures = by_file[csv_file.name].find_element(By.CSS_SELECTOR, ".facts .measures")
+    peak = csv_measures.find_element(By.CSS_SELECTOR, "[data-measure=peak_load] .measure-value").text
+    assert peak.endswith(" kN") and 60 < float(peak.split()[0]) < 75
+    assert csv_measures.find_element(By.CSS_SELECTOR, "[data-measure=stroke] .measure-value").text == "3.00 m"
+
     png_card = by_file[png.name].find_element(By.CSS_SELECTOR, ".card-figure")
     assert _axis_titles(png_card) == ["position (relative, 0–1 of the card)", "load (relative)"]
     csv_card = by_file[csv_file.name].find_element(By.CSS_SELECTOR, ".card-figure")
@@ -135,11 +151,64 @@ def test_upload_cards_and_see_the_diagnosis(browser, gunicorn_server, tmp_path):
     assert status == 200 and json.loads(raw)["openapi"].startswith("3.1")
 
 
+def test_a_picture_that_is_no_card_reads_as_none_of_the_twelve(browser, gunicorn_server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    smiley = tmp_path / "smiley.png"
+    smiley.write_bytes(next(n for n in notcard_images() if n.kind == "smiley").png)
+    card = tmp_path / "card.png"
+    card.write_bytes(card_png("normal", 2))
+    _open(browser, gunicorn_server.url, "tiny-test")
+    browser.find_element(By.ID, "files").send_keys(f"{smiley}\n{card}")
+    picture, real = _wait_results(browser, 2)
+    assert picture.get_attribute("data-unknown") == "true"
+    banner = picture.find_element(By.CSS_SELECTOR, ".unknown")
+    assert banner.is_displayed()
+    assert "Not a dynamometer card, or none of the twelve conditions" in banner.text
+    assert "不是示功图" in banner.text
+    assert len(banner.find_elements(By.CSS_SELECTOR, ".unknown-reasons li")) >= 1
+    # the label is still there, but only as the nearest of the twelve, and its advice is folded away
+    assert picture.find_element(By.CSS_SELECTOR, ".nearest").is_displayed()
+    assert picture.find_element(By.CSS_SELECTOR, ".verdict").text.startswith("nearest of the twelve:")
+    assert picture.find_element(By.CSS_SELECTOR, ".advice details").get_attribute("open") is None
+    # ... while a real card reads as its condition
+    assert real.get_attribute("data-unknown") == "false" and not real.find_element(By.CSS_SELECTOR, ".nearest").is_displayed()
+    assert real.find_element(By.CSS_SELECTOR, ".advice details").get_attribute("open") is not None
+
+
+def test_the_explain_toggle_overlays_the_heat_map(browser, gunicorn_server, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    png = tmp_path / "explain-me.png"
+    png.write_bytes(card_png("dome", 3))
+    _open(browser, gunicorn_server.url, "tiny-test")
+    toggle = browser.find_element(By.ID, "explain")
+    assert not toggle.is_selected()
+    toggle.click()
+    browser.find_element(By.ID, "files").send_keys(str(png))
+    (item,) = _wait_results(browser, 1)
+    assert item.get_attribute("data-explained") == "image"
+    seen = item.find_element(By.CSS_SELECTOR, ".input-figure")
+    heat = seen.find_element(By.CSS_SELECTOR, "image.heatmap")
+    picture = seen.find_element(By.CSS_SELECTOR, "image.picture")
+    assert heat.is_displayed()
+    # the heat map covers the filled card the model read exactly, and is a real 400 x 190 picture
+    for attr in ("x", "y", "width", "height"):
+        assert heat.get_attribute(attr) == picture.get_attribute(attr)
+    assert _pictures_load(browser, seen) == [400, 400]
+    assert "the regions the answer rested on" in seen.text
+    toggle.click()  # off: the overlay goes, the answer stays
+    assert not heat.is_displayed() and item.get_attribute("data-state") == "done"
+    toggle.click()
+    assert heat.is_displayed()
+
+
 def test_shipped_models_pairs_series_plots_and_real_card_accuracy(browser, shipped_server, tmp_path):
     from selenium.webdriver.common.by import By
 
     files = {
         "w1.png": card_png("pound", 1), "w1.csv": card_csv("pound", 1),  # one card: PNG + CSV -> dual
+        "scribble.png": next(n for n in notcard_images() if n.kind == "scribble").png,  # no card at all
         "w2.csv": card_csv("dome", 2),  # a CSV alone -> series
         "w3.png": card_png("normal", 3),  # a PNG alone -> image
         "w4.png": card_png("pound", 4), "w4.csv": card_csv("sliver", 5),  # two different cards under one name
@@ -160,12 +229,22 @@ def test_shipped_models_pairs_series_plots_and_real_card_accuracy(browser, shipp
     assert line.text.index(first.text) < line.text.index(f"{100 * simulated['accuracy']:.1f} % on")
     assert len(browser.find_elements(By.CSS_SELECTOR, ".model-line")) == 3
 
+    browser.find_element(By.ID, "explain").click()  # where the models looked, drawn over the cards
     browser.find_element(By.ID, "files").send_keys("\n".join(str(tmp_path / n) for n in files))
-    items = _wait_results(browser, 4)
-    assert [e.get_attribute("data-file") for e in items] == ["w1.png + w1.csv", "w2.csv", "w3.png",
+    items = _wait_results(browser, 5)
+    assert [e.get_attribute("data-file") for e in items] == ["w1.png + w1.csv", "scribble.png", "w2.csv", "w3.png",
                                                              "w4.png + w4.csv"]
-    pair, series, image, mismatched = items
+    pair, scribble, series, image, mismatched = items
     assert pair.get_attribute("data-model") == "dual"
+    # the dual model's explanation: over the filled card it read and over the card's plot from the CSV
+    assert pair.get_attribute("data-explained") == "image+series"
+    assert all(h.is_displayed() for h in pair.find_elements(By.CSS_SELECTOR, "image.heatmap"))
+    assert len(pair.find_elements(By.CSS_SELECTOR, "image.heatmap")) == 2
+    assert series.get_attribute("data-explained") == "series"
+    # a scribble is no card, whatever the shipped model's nearest label
+    assert scribble.get_attribute("data-state") in ("done", "error")
+    if scribble.get_attribute("data-state") == "done":
+        assert scribble.find_element(By.CSS_SELECTOR, ".unknown").is_displayed()
     assert pair.find_element(By.CSS_SELECTOR, ".input-figure").get_attribute("data-shows") == "image+series"
     assert _axis_titles(pair.find_element(By.CSS_SELECTOR, ".card-figure")) == ["position (m)", "load (kN)"]
 
@@ -183,12 +262,21 @@ def test_shipped_models_pairs_series_plots_and_real_card_accuracy(browser, shipp
             assert all(w > 0 for w in _pictures_load(browser, figure))
         review = item.find_element(By.CSS_SELECTOR, ".review")
         confidence = float(item.find_element(By.CSS_SELECTOR, ".confidence").text.split()[1]) / 100
+        # the shipped models have no fitted review rule: the fallback, and the page says so
         assert review.is_displayed() == (confidence < 0.5)
+        if review.is_displayed():
+            assert "confidence below 50.0 %" in review.text
+        measures = item.find_element(By.CSS_SELECTOR, ".facts .measures").text
+        assert ("kN" in measures) == (item is not image)  # a CSV's units; a PNG's fractions of the image
 
     assert mismatched.get_attribute("data-state") == "error"
     assert mismatched.get_attribute("data-error") == "mismatched_pair"
     assert "not the same card" in mismatched.find_element(By.CSS_SELECTOR, ".error").text
 
     shot = tmp_path / "web-page.png"
-    browser.save_screenshot(str(shot))
+    browser.set_window_size(1100, 2300)  # the pair with its explanation and facts, and the scribble below it
+    try:
+        browser.save_screenshot(str(shot))
+    finally:
+        browser.set_window_size(1100, 1300)
     keep_screenshot(shot, "web-page.png")

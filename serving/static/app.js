@@ -4,7 +4,11 @@
 // Cards are answered one at a time and listed in the order the files were given (first at the top, numbered).
 // With a dual model loaded, a PNG and a CSV of the same name are one card and go together (fields file + series).
 // Each answer shows the card with axes (m / kN from a CSV; relative for a PNG, which carries no units) and the
-// input the model read: the filled card (image, dual) and/or the series (series, dual).
+// input the model read: the filled card (image, dual) and/or the series (series, dual). A card the service calls
+// unknown (not a card, or none of the twelve) reads as that first, its label only as "nearest of the twelve";
+// answers to check by hand are marked with the rule that said so; the card's measures (with units), the
+// runner-up and the condition's advice follow. With "explain" on, each card is sent with ?explain=1 and the
+// heat map of where the model looked is drawn over the filled card (image, dual) and the card's plot (series, dual).
 "use strict";
 
 const TOKEN_KEY = "cardsense-token";
@@ -15,6 +19,7 @@ const results = document.getElementById("results");
 const template = document.getElementById("result-template");
 const tokenBox = document.getElementById("token-box");
 const tokenInput = document.getElementById("token");
+const explainToggle = document.getElementById("explain");
 let labels = null; // [{code, name, name_en}] from /model, in model order
 let kinds = []; // loaded model kinds
 let lowConfidence = 0.5; // the service's rule for answers to check by hand (/model service.low_confidence)
@@ -146,21 +151,36 @@ function range(values) {
   return [lo - pad, hi + pad];
 }
 
-// The card from its CSV samples, in metres and kilonewtons.
-function samplesPlot(samples) {
+// A heat map (PNG data URL, transparent where nothing mattered) over part of a chart.
+function heatmap(c, dataUrl, x0, y0, x1, y1) {
+  c.svg.append(el("image", { href: dataUrl, x: Math.min(x0, x1), y: Math.min(y0, y1), width: Math.abs(x1 - x0),
+    height: Math.abs(y1 - y0), preserveAspectRatio: "none", class: "heatmap" }));
+}
+
+function lo(values) { return values.reduce((a, b) => Math.min(a, b), Infinity); }
+function hi(values) { return values.reduce((a, b) => Math.max(a, b), -Infinity); }
+
+// The card from its CSV samples, in metres and kilonewtons; a series heat map spans the stroke's bounding box.
+function samplesPlot(samples, heat) {
   const c = chart({ xRange: range(samples.position_m), yRange: range(samples.load_kN),
     xLabel: "position (m)", yLabel: "load (kN)" });
   polyline(c, samples.position_m, samples.load_kN, "card-line", true);
+  if (heat) {
+    heatmap(c, heat, c.x(lo(samples.position_m)), c.y(hi(samples.load_kN)), c.x(hi(samples.position_m)),
+      c.y(lo(samples.load_kN)));
+  }
   return c.svg;
 }
 
-// A picture (the PNG's outline, or the filled input) inside relative axes: a PNG carries no units.
-function imagePlot(dataUrl, what) {
+// A picture (the PNG's outline, or the filled input) inside relative axes: a PNG carries no units. An image heat
+// map is in the frame of the filled card the model read, so it covers that picture exactly.
+function imagePlot(dataUrl, what, heat) {
   const c = chart({ xRange: [0, 1], yRange: [0, 1], xLabel: `position (relative, 0–1 of the ${what})`,
     yLabel: "load (relative)" });
   const img = el("image", { href: dataUrl, x: c.box.x0, y: c.box.y0, width: c.box.x1 - c.box.x0,
     height: c.box.y1 - c.box.y0, preserveAspectRatio: "none", class: "picture" });
   c.svg.insertBefore(img, c.svg.firstChild.nextSibling);
+  if (heat) heatmap(c, heat, c.box.x0, c.box.y0, c.box.x1, c.box.y1);
   return c.svg;
 }
 
@@ -179,9 +199,13 @@ function seriesPlot(series) {
 
 function showFigures(article, body) {
   const card = article.querySelector(".card-figure");
+  const explained = body.explanation || {};
+  const imageHeat = explained.image ? explained.image.heatmap_png : null;
+  const seriesHeat = explained.series ? explained.series.heatmap_png : null;
   if (body.card_samples) {
-    card.querySelector(".plot").replaceChildren(samplesPlot(body.card_samples));
-    card.querySelector("figcaption").textContent = "the card, from its CSV";
+    card.querySelector(".plot").replaceChildren(samplesPlot(body.card_samples, seriesHeat));
+    card.querySelector("figcaption").textContent = "the card, from its CSV" +
+      (seriesHeat ? " · red: the load samples the answer rested on" : "");
   } else {
     card.querySelector(".plot").replaceChildren(imagePlot(body.card_png, "card"));
     card.querySelector("figcaption").textContent = "the card, as drawn in its PNG";
@@ -189,7 +213,7 @@ function showFigures(article, body) {
   card.dataset.units = body.card_samples ? "m/kN" : "relative";
   const seen = article.querySelector(".input-figure");
   const plots = [];
-  if (body.input_png) plots.push(imagePlot(body.input_png, "filled card"));
+  if (body.input_png) plots.push(imagePlot(body.input_png, "filled card", imageHeat));
   if (body.input_series) plots.push(seriesPlot(body.input_series));
   seen.querySelector(".plot").replaceChildren(...plots);
   const model = body.model.kind;
@@ -197,7 +221,91 @@ function showFigures(article, body) {
     body.input_png && body.input_series ? `what the ${model} model read: the filled card and the series`
       : body.input_png ? `the filled card the ${model} model read`
         : `the series the ${model} model read (position and load, each scaled 0–1)`;
+  if (imageHeat) seen.querySelector("figcaption").textContent += " · red: the regions the answer rested on";
   seen.dataset.shows = [body.input_png ? "image" : "", body.input_series ? "series" : ""].filter(Boolean).join("+");
+  article.dataset.explained = [imageHeat ? "image" : "", seriesHeat ? "series" : ""].filter(Boolean).join("+");
+}
+
+// ------------------------------------------------------------------------------------------ facts
+
+function fact(list, term, ...content) {
+  const dt = document.createElement("dt");
+  dt.textContent = term;
+  const dd = document.createElement("dd");
+  dd.append(...content);
+  list.append(dt, dd);
+  return dd;
+}
+
+function span(cls, text) {
+  const node = document.createElement("span");
+  node.className = cls;
+  node.textContent = text;
+  return node;
+}
+
+const MEASURE_NAMES = [["fillage", "fillage"], ["peak_load", "peak load"], ["min_load", "min load"],
+  ["load_range", "load range"], ["stroke", "stroke"], ["area", "work per stroke"], ["fullness", "fullness"]];
+
+function measureText(name, m) {
+  if (m.value === null) return "— (no load drop to read)";
+  const unit = { "fraction of stroke": "of the stroke", kN: "kN", m: "m", kJ: "kJ" }[m.unit];
+  if (name === "fillage") return `${(100 * m.value).toFixed(0)} % of the stroke`;
+  if (unit) return `${m.value.toFixed(m.value >= 100 ? 0 : 2)} ${unit}`;
+  return `${m.value.toFixed(3)} (${m.unit})`;
+}
+
+function showFacts(article, body) {
+  const list = article.querySelector(".facts");
+  list.replaceChildren();
+  const second = body.top2[1];
+  fact(list, "runner-up", `${second.label} ${second.name} ${second.name_en} · ${pct(second.probability)}`)
+    .className = "second";
+  const m = body.measures || {};
+  const measures = fact(list, m.basis === "series" ? "measures (from the CSV)" : "measures (from the picture)");
+  measures.className = "measures";
+  if (m.error) {
+    measures.textContent = m.error;
+  } else {
+    for (const [key, title] of MEASURE_NAMES) {
+      if (!m[key]) continue;
+      const item = span("measure", "");
+      item.dataset.measure = key;
+      item.append(span("measure-name", title + " "), span("measure-value", measureText(key, m[key])));
+      measures.append(item);
+    }
+    if (m.basis === "outline") {
+      measures.append(span("muted", " · a PNG carries no units: loads and lengths are fractions of the image"));
+    }
+  }
+  const tip = body.advice;
+  if (tip) {
+    const details = document.createElement("details");
+    details.open = !body.unknown; // for a card that is none of the twelve, the label's advice may not apply
+    const summary = document.createElement("summary");
+    summary.textContent = body.unknown ? `advice for ${body.label}, if it were one (it looks like none of the twelve)`
+      : `likely cause and usual remedy of ${body.label}`;
+    const cause = document.createElement("p");
+    cause.className = "cause";
+    cause.append(span("zh", tip.cause), " ", span("en", tip.cause_en));
+    const remedy = document.createElement("p");
+    remedy.className = "remedy";
+    remedy.append(span("zh", tip.remedy), " ", span("en", tip.remedy_en));
+    const sources = document.createElement("ul");
+    sources.className = "sources muted";
+    for (const source of tip.sources) sources.append(Object.assign(document.createElement("li"), { textContent: source }));
+    details.append(summary, cause, remedy, sources);
+    fact(list, "advice", details).className = "advice";
+  }
+  list.hidden = false;
+}
+
+function reviewWhy(rule) {
+  if (!rule) return "";
+  if (rule.rule === "meta") {
+    return `(below the model's fitted thresholds: top ${pct(rule.min_top)}, margin ${pct(rule.min_margin)})`;
+  }
+  return `(confidence below ${pct(rule.min_top)})`;
 }
 
 // ------------------------------------------------------------------------------------------ answers
@@ -241,6 +349,18 @@ function needsReview(body) {
   return "review" in body ? Boolean(body.review) : body.confidence < lowConfidence;
 }
 
+function showUnknown(article, body) {
+  const box = article.querySelector(".unknown");
+  const unknown = Boolean(body.unknown);
+  box.hidden = !unknown;
+  article.classList.toggle("is-unknown", unknown);
+  article.querySelector(".nearest").hidden = !unknown;
+  article.dataset.unknown = String(unknown);
+  const reasons = box.querySelector(".unknown-reasons");
+  reasons.replaceChildren(...(body.unknown_reasons || []).map((r) => Object.assign(document.createElement("li"),
+    { textContent: r })));
+}
+
 async function classify(card) {
   const article = template.content.firstElementChild.cloneNode(true);
   counter += 1;
@@ -261,7 +381,9 @@ async function classify(card) {
   }
   let body;
   try {
-    const r = await fetch("/classify?include_input=1&top_k=3", { method: "POST", body: form, headers: authHeaders() });
+    const explain = explainToggle.checked ? "&explain=1" : "";
+    const r = await fetch(`/classify?include_input=1&top_k=3${explain}`, { method: "POST", body: form,
+      headers: authHeaders() });
     body = await r.json();
     if (r.status === 401) tokenBox.hidden = false;
     if (!r.ok) {
@@ -282,9 +404,13 @@ async function classify(card) {
   article.querySelector(".confidence").textContent = `confidence ${pct(body.confidence)}`;
   const review = needsReview(body);
   article.querySelector(".review").hidden = !review;
+  article.querySelector(".review-why").textContent = reviewWhy(body.review_rule);
   article.classList.toggle("unsure", review);
+  article.dataset.review = String(review);
+  showUnknown(article, body);
   showFigures(article, body);
   renderBars(article.querySelector(".bars"), body);
+  if (body.top2) showFacts(article, body);
   article.querySelector(".meta").textContent =
     `read: ${body.input.kind.toUpperCase()} · answered by the ${body.model.kind} model ${body.model.name} ` +
     `${body.model.version} · ${body.elapsed_ms.toFixed(1)} ms`;
@@ -322,6 +448,10 @@ function handleFiles(files) {
 }
 
 input.addEventListener("change", () => { handleFiles(input.files); input.value = ""; });
+// "explain" asks for heat maps with the next cards and shows (or hides) those already drawn.
+function applyExplain() { document.body.classList.toggle("explaining", explainToggle.checked); }
+explainToggle.addEventListener("change", applyExplain);
+applyExplain();
 drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (e) => {
