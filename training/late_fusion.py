@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from shared.confidence import softmax
 from shared.labels import CODES
 from training.dual_models import LateFusionDual
 from training.metrics import accuracy_and_loss, in_class, other_figures, per_class_report, twelve_way
@@ -39,11 +40,6 @@ PARTS = ("image", "series")
 def mixture(p_image: np.ndarray, p_series: np.ndarray, w: float) -> np.ndarray:
     """The fused probabilities ``w * p_image + (1 - w) * p_series`` (what :class:`LateFusionDual` computes)."""
     return w * p_image + (1.0 - w) * p_series
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64) - np.max(z, axis=1, keepdims=True)
-    return np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
 
 
 def _twelve(p: np.ndarray) -> np.ndarray:
@@ -132,7 +128,7 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
 
     labels = parts["series"]["labels"]
     # each network's probabilities over all its outputs (with "other": 13): the mixture is over all of them
-    p_image, p_series = (_softmax(parts[part]["outputs"]) if len(labels) else parts[part]["outputs"]
+    p_image, p_series = (softmax(parts[part]["outputs"]) if len(labels) else parts[part]["outputs"]
                          for part in PARTS)
     if len(labels):
         w, table = choose_image_weight(p_image, p_series, labels)

@@ -17,15 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from shared.confidence import softmax
 from shared.labels import CODES
 from training.classes import OTHER
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def class_probabilities(outputs: np.ndarray) -> np.ndarray:
@@ -33,7 +27,7 @@ def class_probabilities(outputs: np.ndarray) -> np.ndarray:
     outputs = np.asarray(outputs)
     if not len(outputs):
         return np.zeros((0, len(CODES)))
-    return _softmax(outputs[:, : len(CODES)])
+    return softmax(outputs[:, : len(CODES)])
 
 
 def other_probability(outputs: np.ndarray) -> np.ndarray | None:
@@ -41,7 +35,7 @@ def other_probability(outputs: np.ndarray) -> np.ndarray | None:
     outputs = np.asarray(outputs)
     if outputs.ndim != 2 or outputs.shape[1] <= len(CODES):
         return None
-    return _softmax(outputs)[:, OTHER] if len(outputs) else np.zeros(0)
+    return softmax(outputs)[:, OTHER] if len(outputs) else np.zeros(0)
 
 
 def in_class(labels: np.ndarray) -> np.ndarray:

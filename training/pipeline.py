@@ -305,13 +305,17 @@ def export_metadata(args: argparse.Namespace, recipe: Recipe, data: RunData, met
     }
 
 
-def fit_holdout_rules(args: argparse.Namespace, data: RunData, summary: dict[str, Any]) -> tuple[AnswerRules | None, str]:
+def fit_holdout_rules(args: argparse.Namespace, data: RunData, summary: dict[str, Any],
+                      seed: int = 0) -> tuple[AnswerRules | None, str]:
     """Temperature, review rule and open-set threshold fitted on the run's holdout (:mod:`training.answer_rules`).
 
     On the holdout of the real sources (every source but ``sim``, with their cards of other conditions) when
     it has at least :data:`training.answer_rules.MIN_REAL_CARDS` cards of the twelve conditions; else on the
     simulated holdout, with a warning (thresholds fitted on simulated cards do not hold on real ones); else
     on the few real cards there are, with a warning; nothing without a holdout.
+
+    Args:
+        seed: the halves of the cross-fitted figures (the recipe's seed).
 
     Returns:
         (the rules or None, a line saying on what they were fitted or why not).
@@ -348,7 +352,7 @@ def fit_holdout_rules(args: argparse.Namespace, data: RunData, summary: dict[str
                              names=[data.cards.names[i] for i in holdout[mask]],
                              review_precision=getattr(args, "review_precision", None) or REVIEW_PRECISION,
                              accept_rate=getattr(args, "accept_rate", None) or ACCEPT_RATE,
-                             seed=getattr(args, "seed", None) or 0, warning=warning)
+                             seed=seed, warning=warning)
     return rules, f"answer rules fitted on {fitted_on}"
 
 
@@ -416,7 +420,7 @@ def train_run(args: argparse.Namespace, data: RunData | None = None,
         result = {"name": name, "run_dir": str(run_dir), "model": recipe.model, "metrics": metrics,
                   "parameters": count_parameters(net), "interrupted": False}
         if rules is None:
-            rules, result["rules_note"] = fit_holdout_rules(args, data, summary)
+            rules, result["rules_note"] = fit_holdout_rules(args, data, summary, recipe.seed)
         else:
             result["rules_note"] = f"answer rules fitted on {rules.confidence['fitted_on']}"
         if rules is not None:

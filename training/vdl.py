@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 
 from shared.labels import CODES
+from training.classes import OTHER
+from training.metrics import other_probability
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +102,9 @@ def log_pr_roc(writer, labels: np.ndarray, probs: np.ndarray, step: int, prefix:
     numpy2_shim()
     labels = np.asarray(labels)
     curves = [(code, (labels == i).astype(np.int32), probs[:, i]) for i, code in enumerate(CODES)]
-    if outputs is not None and outputs.shape[1] > len(CODES):
-        z = outputs - outputs.max(axis=1, keepdims=True)
-        p_other = np.exp(z[:, len(CODES)]) / np.exp(z).sum(axis=1)
-        curves.append(("other", (labels == len(CODES)).astype(np.int32), p_other))
+    p_other = other_probability(outputs) if outputs is not None else None
+    if p_other is not None:
+        curves.append(("other", (labels == OTHER).astype(np.int32), p_other))
     for code, truth, scores in curves:
         writer.add_pr_curve(tag=f"{prefix}_pr/{code}", labels=truth, predictions=np.asarray(scores, np.float64),
                             step=int(step), num_thresholds=num_thresholds)
