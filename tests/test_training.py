@@ -211,7 +211,7 @@ def test_export_meta_and_parity(trained, messy_zip, cache):
     from shared.preprocess import PreprocessConfig
     from training.data import load_data
     from training.evaluate_exported import ExportedModel
-    from training.export import WithSoftmax, load_exported
+    from training.export import ImageLogits, load_exported
     from training.models import build_model
 
     root, _ = trained
@@ -219,6 +219,7 @@ def test_export_meta_and_parity(trained, messy_zip, cache):
     meta = load_meta(folder)
     assert [lab["code"] for lab in meta["labels"]] == list(CODES)
     assert meta["input"]["shape"] == [None, 1, 190, 400]
+    assert meta["output"] == "logits" and meta["other_class"] is False  # the first output: 12 logits
     assert PreprocessConfig.from_dict(meta["preprocess"]).method == "default"
     for key in ("metrics", "recipe", "data", "framework", "created", "architecture"):
         assert key in meta, key
@@ -228,10 +229,10 @@ def test_export_meta_and_parity(trained, messy_zip, cache):
     x = load_data(messy_zip, cache_dir=cache, progress=False).model_input(np.arange(5))
     net = build_model(meta["architecture"])
     net.set_state_dict(paddle.load(str(root / "runs" / "t1" / "best.pdparams")))
-    dyn = WithSoftmax(net)
+    dyn = ImageLogits(net)
     dyn.eval()
     expected = dyn(paddle.to_tensor(x)).numpy()
-    np.testing.assert_allclose(expected.sum(axis=1), 1.0, rtol=1e-5)
+    assert expected.shape == (5, 12) and not np.allclose(expected.sum(axis=1), 1.0)  # logits, not probabilities
     np.testing.assert_allclose(ExportedModel(folder)(x), expected, rtol=1e-4, atol=1e-5)
     loaded = load_exported(folder)
     np.testing.assert_allclose(loaded(paddle.to_tensor(x)).numpy(), expected, rtol=1e-4, atol=1e-5)

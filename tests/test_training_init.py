@@ -32,7 +32,7 @@ def test_export_writes_the_training_weights_with_their_digest(tiny_cardnet):
 def test_init_weights_give_the_exported_models_output(tiny_cardnet, few_field_csv, training_cache):
     from training.data import field_csv_to_folder, load_data
     from training.evaluate_exported import ExportedModel
-    from training.export import WithSoftmax
+    from training.export import ImageLogits
     from training.models import build_model
     from training.warm_start import apply_state, read_init
 
@@ -41,7 +41,7 @@ def test_init_weights_give_the_exported_models_output(tiny_cardnet, few_field_cs
     apply_state(net, init.state())
     x = load_data(field_csv_to_folder(few_field_csv, cache_dir=training_cache), cache_dir=training_cache, progress=False).model_input(
         np.arange(6))
-    head = WithSoftmax(net)
+    head = ImageLogits(net)  # the exported folder's first output: the network's logits
     head.eval()
     np.testing.assert_allclose(head(paddle.to_tensor(x)).numpy(), ExportedModel(tiny_cardnet)(x), rtol=1e-4, atol=1e-5)
 
@@ -51,7 +51,7 @@ def test_fine_tuned_run_starts_from_the_base_weights(tiny_cardnet, few_field_csv
     from shared.meta import load_meta
     from training.data import field_csv_to_folder, load_data
     from training.evaluate_exported import ExportedModel
-    from training.metrics import accuracy_and_loss
+    from training.metrics import accuracy_and_loss, class_probabilities
 
     assert _main(["--data", str(few_field_csv), "--init", str(tiny_cardnet), "--epochs", "1", "--holdout", "0.5",
                   "--cache-dir", str(training_cache), "--runs-dir", str(tmp_path / "runs"), "--name", "ft",
@@ -61,7 +61,7 @@ def test_fine_tuned_run_starts_from_the_base_weights(tiny_cardnet, few_field_csv
     cs = load_data(field_csv_to_folder(few_field_csv, cache_dir=training_cache), cache_dir=training_cache, progress=False)
     holdout = {line.rsplit(" ", 1)[0] for line in (run / "test.txt").read_text().splitlines()}
     idx = np.array([i for i, n in enumerate(cs.names) if n in holdout])
-    probs = ExportedModel(tiny_cardnet)(cs.model_input(idx))
+    probs = class_probabilities(ExportedModel(tiny_cardnet)(cs.model_input(idx)))
     acc, loss = accuracy_and_loss(probs, cs.labels[idx])
     assert state["init_holdout"]["holdout_loss"] == pytest.approx(loss, rel=1e-5)
     assert state["init_holdout"]["holdout_acc"] == pytest.approx(acc)

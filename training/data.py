@@ -36,6 +36,7 @@ from shared.cards import CardError, decode_card_png, read_card_csv, render_card_
 from shared.dataset_io import iter_cards
 from shared.labels import CODES
 from shared.preprocess import PreprocessConfig, card_ink, preprocess_ink
+from training.classes import OTHER, OTHER_CODE, label_code
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class CardSet:
         """code -> [(outline mask, model input)] for the example cards (raw vs preprocessed)."""
         out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
         for k, i in enumerate(self.example_idx):
-            code = CODES[self.labels[i]] if self.labels[i] >= 0 else "unlabelled"
+            code = label_code(int(self.labels[i]))
             out.setdefault(code, []).append((self.example_ink[k], self.model_input([i])[0]))
         return out
 
@@ -442,5 +443,9 @@ def write_lists(run_dir: Path, cs: CardSet, train_idx: np.ndarray, test_idx: np.
 
 
 def class_counts(labels: np.ndarray) -> dict[str, int]:
-    """Cards per condition code."""
-    return {code: int((np.asarray(labels) == i).sum()) for i, code in enumerate(CODES)}
+    """Cards per condition code (and ``other`` when there are cards of that class)."""
+    labels = np.asarray(labels)
+    counts = {code: int((labels == i).sum()) for i, code in enumerate(CODES)}
+    if (labels == OTHER).any():
+        counts[OTHER_CODE] = int((labels == OTHER).sum())
+    return counts

@@ -115,26 +115,27 @@ class DualNet(nn.Layer):
         return self.body([self.stem(image), series])
 
 
-def dualnet_sum() -> nn.Layer:
+def dualnet_sum(**kwargs) -> nn.Layer:
     """``dualnet`` with one classifier per trunk and summed logits (modality dropout 0.3), measured as an alternative."""
-    return DualNet(fusion="sum", modality_dropout=0.3)
+    return DualNet(fusion="sum", modality_dropout=0.3, **kwargs)
 
 
-def dualnet_aux() -> nn.Layer:
+def dualnet_aux(**kwargs) -> nn.Layer:
     """``dualnet`` plus a training-only auxiliary classifier per trunk (summed losses), measured as an alternative."""
-    return DualNet(fusion="aux")
+    return DualNet(fusion="aux", **kwargs)
 
 
-def dualnet_ens() -> nn.Layer:
+def dualnet_ens(**kwargs) -> nn.Layer:
     """Two trunks each trained on its own loss, answering with the product of their probabilities."""
-    return DualNet(fusion="ensemble")
+    return DualNet(fusion="ensemble", **kwargs)
 
 
 class LateFusionDual(nn.Layer):
     """PNG + series as a weighted mixture of a whole image network and a whole series network.
 
     ``p = w * softmax(image_net(image)) + (1 - w) * softmax(series_net(series))``, returned as ``log p``
-    (so the export's softmax gives ``p`` back exactly). The two networks are trained separately, each
+    (log-probabilities act as logits: a softmax of them gives ``p`` back exactly; with a 13th output "other"
+    the mixture is over all 13). The two networks are trained separately, each
     with its own early stopping (:mod:`training.late_fusion`), and ``w`` (the ``image_weight`` buffer,
     saved with the parameters) is then chosen on the holdout. ``w = 0`` is the series network alone,
     so the image counts only as far as it helps on held-out cards — measured on the field cards, where
@@ -143,11 +144,12 @@ class LateFusionDual(nn.Layer):
     """
 
     def __init__(self, image_net: nn.Layer | None = None, series_net: nn.Layer | None = None,
-                 image_weight: float = 0.0):
-        """Mix ``image_net`` (default a fresh ``cardnet``) and ``series_net`` (default a fresh ``seriesnet``)."""
+                 image_weight: float = 0.0, num_classes: int = NUM_CLASSES):
+        """Mix ``image_net`` (default a fresh ``cardnet``) and ``series_net`` (default a fresh ``seriesnet``),
+        each with ``num_classes`` outputs when built here."""
         super().__init__()
-        self.image_net = image_net if image_net is not None else CardNet()
-        self.series_net = series_net if series_net is not None else SeriesNet()
+        self.image_net = image_net if image_net is not None else CardNet(num_classes=num_classes)
+        self.series_net = series_net if series_net is not None else SeriesNet(num_classes=num_classes)
         self.register_buffer("image_weight", paddle.to_tensor([image_weight], dtype="float32"))
 
     def set_image_weight(self, w: float) -> None:

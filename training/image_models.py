@@ -136,6 +136,6 @@ class CardNet(nn.Layer):
         return self.body(self.stem(x))
 
 
-def cardnet_wide() -> nn.Layer:
+def cardnet_wide(**kwargs) -> nn.Layer:
     """A wider ``cardnet`` (24/48/64/96 channels), measured as an alternative default."""
-    return CardNet(widths=(24, 48, 64, 96))
+    return CardNet(widths=(24, 48, 64, 96), **kwargs)

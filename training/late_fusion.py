@@ -22,8 +22,10 @@ from typing import Any, Callable
 
 import numpy as np
 
+from shared.confidence import softmax
+from shared.labels import CODES
 from training.dual_models import LateFusionDual
-from training.metrics import accuracy_and_loss, confusion_matrix, per_class_report
+from training.metrics import accuracy_and_loss, in_class, other_figures, per_class_report, twelve_way
 from training.models import DEFAULT_FOR_INPUT
 from training.recipe import Recipe
 from training.train import fit, save_params
@@ -40,16 +42,28 @@ def mixture(p_image: np.ndarray, p_series: np.ndarray, w: float) -> np.ndarray:
     return w * p_image + (1.0 - w) * p_series
 
 
+def _twelve(p: np.ndarray) -> np.ndarray:
+    """The twelve conditions' share of (mixed) probabilities over all outputs, renormalised: what the fused
+    model's label and probabilities are (a softmax of the first twelve of ``log p``)."""
+    p = p[:, : len(CODES)]
+    return p / np.clip(p.sum(axis=1, keepdims=True), 1e-12, None)
+
+
 def choose_image_weight(p_image: np.ndarray, p_series: np.ndarray, labels: np.ndarray,
                         grid: tuple[float, ...] = WEIGHT_GRID) -> tuple[float, dict[float, float]]:
     """The grid weight with the best accuracy on ``labels``; ties go to the lower log loss, then the smaller weight.
 
+    ``p_image``/``p_series``: each network's probabilities over all its outputs (12, or 13 with "other");
+    accuracy and loss are the twelve conditions', on the cards of the twelve conditions.
+
     Returns:
         (weight, {weight: accuracy}).
     """
+    keep = in_class(labels)
+    p_image, p_series, labels = p_image[keep], p_series[keep], np.asarray(labels)[keep]
     table, best, best_key = {}, grid[0], None
     for w in grid:
-        acc, loss = accuracy_and_loss(mixture(p_image, p_series, w), labels)
+        acc, loss = accuracy_and_loss(_twelve(mixture(p_image, p_series, w)), labels)
         table[w] = acc
         key = (-acc, loss, w)
         if best_key is None or key < best_key:
@@ -60,12 +74,15 @@ def choose_image_weight(p_image: np.ndarray, p_series: np.ndarray, labels: np.nd
 def crossfit_accuracy(p_image: np.ndarray, p_series: np.ndarray, labels: np.ndarray, seed: int = 0,
                       grid: tuple[float, ...] = WEIGHT_GRID) -> float:
     """Holdout accuracy when no card is scored with a weight chosen on it: two halves, each scored with the other's."""
+    keep = in_class(labels)
+    p_image, p_series, labels = p_image[keep], p_series[keep], np.asarray(labels)[keep]
     order = np.random.default_rng(seed).permutation(len(labels))
     halves = (order[: len(order) // 2], order[len(order) // 2:])
     correct = 0
     for pick, score in (halves, halves[::-1]):
         w, _ = choose_image_weight(p_image[pick], p_series[pick], labels[pick], grid)
-        correct += int((mixture(p_image[score], p_series[score], w).argmax(axis=1) == labels[score]).sum())
+        fused = _twelve(mixture(p_image[score], p_series[score], w))
+        correct += int((fused.argmax(axis=1) == labels[score]).sum())
     return correct / max(len(labels), 1)
 
 
@@ -110,15 +127,17 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
             return nets[part], {**parts[part], "interrupted": True}
 
     labels = parts["series"]["labels"]
-    p_image, p_series = parts["image"]["probs"], parts["series"]["probs"]
+    # each network's probabilities over all its outputs (with "other": 13): the mixture is over all of them
+    p_image, p_series = (softmax(parts[part]["outputs"]) if len(labels) else parts[part]["outputs"]
+                         for part in PARTS)
     if len(labels):
         w, table = choose_image_weight(p_image, p_series, labels)
     else:  # no holdout to choose on: the starting model's weight, or the series network alone
         w = float(np.asarray(init_state["image_weight"]).ravel()[0]) if init_state and "image_weight" in init_state else 0.0
         table = {}
-    fused = mixture(p_image, p_series, w)
-    acc, loss = accuracy_and_loss(fused, labels)
-    cm = confusion_matrix(labels, fused.argmax(axis=1))
+    fused = np.log(np.clip(mixture(p_image, p_series, w), 1e-12, None))  # what LateFusionDual returns
+    t = twelve_way(fused, labels)
+    acc, loss, cm = t["acc"], t["loss"], t["confusion"]
     net = LateFusionDual(nets["image"], nets["series"])  # the two trained networks, mixed
     net.set_image_weight(w)
     crossfit = crossfit_accuracy(p_image, p_series, labels, seed=recipe.seed) if len(labels) else float("nan")
@@ -134,7 +153,8 @@ def fit_late_fusion(recipe: Recipe, cs, train_idx: np.ndarray, test_idx: np.ndar
         "stopped_early": s["stopped_early"], "history": s["history"], "train_seconds": seconds,
         "samples_seen": samples, "samples_per_s": round(samples / max(seconds, 1e-9), 1),
         "final": {"holdout_acc": acc, "holdout_loss": loss}, "confusion": cm.tolist(),
-        "per_class": per_class_report(cm), "probs": fused, "labels": labels,
+        "per_class": per_class_report(cm), "probs": t["probs"], "labels": labels, "outputs": fused,
+        "other": other_figures(fused, labels),
         "late_fusion": {
             "image_weight": w,
             "holdout_acc_crossfit": round(crossfit, 4),

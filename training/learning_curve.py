@@ -30,7 +30,7 @@ import numpy as np
 
 from shared.atomic import atomic_write_text
 from shared.labels import CODES
-from training.metrics import accuracy_and_loss, confusion_matrix, per_class_report
+from training.metrics import per_class_report, twelve_way
 from training.pipeline import assemble_run, fit_network, ingest_sources, score_cards
 from training.recipe import fit_length_to_data, resolve_recipe
 from training.sources import DataSpecError, split_by_source
@@ -92,9 +92,8 @@ def run_arm(name: str, flags: list[str], args: argparse.Namespace, parse_train_a
             start = time.perf_counter()
             net, summary = fit_network(r, data, runs_dir / name / f"split{seed}-k{k}", init_state=init_state,
                                        progress=False)
-            probs = score_cards(net, r, sources, test)
-            acc, _ = accuracy_and_loss(probs, labels[test])
-            cm = confusion_matrix(labels[test], probs.argmax(axis=1))
+            t = twelve_way(score_cards(net, r, sources, test), labels[test])  # the twelve conditions' figures
+            acc, cm = t["acc"], t["confusion"]
             results.append({"arm": name, "split": seed, "k": k, "train_cards": int(len(train_field)),
                             "test_cards": int(len(test)), "acc": round(acc, 4), "epochs": summary["epoch"],
                             "seconds": round(time.perf_counter() - start, 1),

@@ -5,7 +5,9 @@ late fusion, the VisualDL graph, the benchmarks. The networks themselves live by
 :mod:`training.image_models`, :mod:`training.series_models` and :mod:`training.dual_models`; a new one is
 written there and registered once in :data:`NETWORKS`.
 
-Every network returns **logits** ``[N, 12]``; the export adds the softmax (:mod:`training.export`).
+Every network returns **logits** ``[N, num_classes]``: the twelve conditions, and a 13th output "other" when
+the run trains it (``--other-class``, :mod:`training.other_class`; ``build_model(name, num_classes=13)``). The
+export writes them as they are (``meta.json`` ``output: "logits"``, :mod:`training.export`).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def network(name: str) -> Network:
 
 
 def build_model(name: str, **kwargs) -> nn.Layer:
-    """A fresh network by name (``kwargs`` go to its constructor, e.g. ``conv=nn.Conv2D``).
+    """A fresh network by name (``kwargs`` go to its constructor, e.g. ``conv=nn.Conv2D``, ``num_classes=13``).
 
     Raises:
         ValueError: an unknown name, listing the valid ones.

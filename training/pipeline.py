@@ -6,7 +6,9 @@
    networks), splits off the holdout and balances the training side;
 2. the network of the recipe is fitted on it (:func:`training.train.fit`, or two fits then a weight for a
    late-fusion network, :func:`training.late_fusion.fit_late_fusion`), with a run folder and VisualDL;
-3. :func:`run_metrics` and :func:`export_metadata` describe the result; :func:`training.export.export_model`
+3. :func:`run_metrics` and :func:`export_metadata` describe the result; :func:`fit_holdout_rules` fits the
+   temperature, review rule and open-set threshold on held-out real cards (:mod:`training.answer_rules`;
+   a ``--folds K --export`` run brings its own, fitted out of fold); :func:`training.export.export_model`
    writes the model folder for the network's input kind; the summary is written and printed.
 
 :func:`compare_runs` trains several variants of one recipe on the same data (``compare-models``,
@@ -26,18 +28,21 @@ from typing import Any
 
 import numpy as np
 
-from shared.atomic import atomic_write_text
+from shared.atomic import atomic_write_bytes, atomic_write_text
 from shared.preprocess import PreprocessConfig
 from training import vdl
-from shared.labels import CODES
+from training.answer_rules import (ACCEPT_RATE, MIN_FIT_CARDS, MIN_REAL_CARDS, REVIEW_PRECISION, SIM_WARNING,
+                                   AnswerRules, fit_answer_rules, format_answer_rules, reliability_png)
+from training.classes import label_code, num_outputs
 from training.data import DEFAULT_SIM, CardSet, class_counts, oversample, simulator_digest, write_lists
 from training.distributed import barrier, init_distributed, set_device, shared_value
 from training.export import export_model
 from training.late_fusion import fit_late_fusion
+from training.metrics import in_class
 from training.models import count_parameters, network, network_kind
 from training.recipe import Recipe, fit_length_to_data, preset_name, resolve_recipe
-from training.sources import (ShareSampler, Sources, format_sources_report, load_sources, parse_sources,
-                              data_words, split_by_source, training_draws)
+from training.sources import (ShareSampler, SourceSpec, Sources, format_sources_report, load_sources, other_sources,
+                              parse_sources, data_words, split_by_source, training_draws)
 from training.inputs import make_inputs
 from training.train import fit, predict
 from training.warm_start import InitModel, read_init
@@ -77,15 +82,26 @@ class RunData:
         return {sp.name: self.sources.source_of[idx] == s for s, sp in enumerate(self.sources.specs)}
 
 
+def run_sources(args: argparse.Namespace, recipe: Recipe) -> list[SourceSpec]:
+    """The sources of a run: the ``--data`` words, and the sources of class "other" with ``--other-class``
+    (:func:`training.sources.other_sources`).
+
+    Raises:
+        training.sources.DataSpecError: a bad ``--data``, or ``--other-class`` with nothing to learn it from.
+    """
+    specs = parse_sources(args.data)
+    return specs + other_sources(specs, recipe.input) if recipe.other_class else specs
+
+
 def ingest_sources(args: argparse.Namespace, recipe: Recipe, rank: int = 0, size: int = 1,
                    progress: bool = True) -> Sources:
-    """Every ``--data`` source ingested (rank 0 first, so the others read the cache), with the series
-    for series/dual networks, outline masks for ``--augment`` and strokes for ``--render-augment``.
+    """Every source of the run (:func:`run_sources`) ingested (rank 0 first, so the others read the cache),
+    with the series for series/dual networks, outline masks for ``--augment`` and strokes for ``--render-augment``.
 
     Raises:
         training.sources.DataSpecError: a bad ``--data``, or no usable CSV for a series/dual run.
     """
-    specs = parse_sources(args.data)
+    specs = run_sources(args, recipe)
     config = PreprocessConfig(method=recipe.preprocess)
 
     image = recipe.input != "series"  # the image augmentations need outlines and strokes; a series net does not
@@ -148,7 +164,7 @@ def small_holdout_warning(data: RunData, minimum: int = MIN_HOLDOUT_PER_CLASS) -
         for c in np.unique(labels[source_of == s]):
             n = int((labels[mine] == c).sum())
             if n < minimum:
-                small.append(f"{spec.name + ' ' if len(data.sources.specs) > 1 else ''}{CODES[c]} {n}")
+                small.append(f"{spec.name + ' ' if len(data.sources.specs) > 1 else ''}{label_code(int(c))} {n}")
     if not small:
         return None
     return (f"warning: holdout too small to trust ({', '.join(small[:8])}{' …' if len(small) > 8 else ''} cards, "
@@ -176,8 +192,9 @@ def fit_network(recipe: Recipe, data: RunData, run_dir: Path, writer=None, open_
 
 
 def score_cards(net, recipe: Recipe, sources: Sources, idx: np.ndarray) -> np.ndarray:
-    """Probabilities ``[n, 12]`` of a trained whole network on cards ``idx`` (no augmentation), the way
-    the exported model computes them (full-size image through the network's own stem)."""
+    """Raw outputs ``[n, 12 | 13]`` (logits) of a trained whole network on cards ``idx`` (no augmentation),
+    what the exported model returns (full-size image through the network's own stem);
+    :func:`training.metrics.class_probabilities` gives the twelve conditions' probabilities."""
     inputs = make_inputs(network_kind(recipe.model), sources.cards, sources.series)
     return predict(net, inputs, np.asarray(idx, np.int64), unpack=True)
 
@@ -238,11 +255,13 @@ def run_metrics(summary: dict[str, Any], data: RunData) -> dict[str, Any]:
     """The figures of a finished fit (holdout accuracy and loss, per source, epochs, speed, per class, confusion)."""
     holdout = data.holdout_idx
     by_source = {}
-    if len(holdout):
+    if len(holdout):  # the twelve conditions' accuracy per source, on its cards of the twelve
         pred = np.asarray(summary["probs"]).argmax(axis=1)
+        inside = in_class(summary["labels"])
         for name, mask in (data.source_masks(holdout) or {}).items():
-            by_source[name] = {"holdout_acc": finite(float((pred[mask] == summary["labels"][mask]).mean()))
-                               if mask.any() else None, "holdout_cards": int(mask.sum())}
+            mine = mask & inside
+            by_source[name] = {"holdout_acc": finite(float((pred[mine] == summary["labels"][mine]).mean()))
+                               if mine.any() else None, "holdout_cards": int(mask.sum())}
     return {
         "holdout_acc": finite(summary["final"]["holdout_acc"]),
         "holdout_loss": finite(summary["final"]["holdout_loss"]),
@@ -254,13 +273,16 @@ def run_metrics(summary: dict[str, Any], data: RunData) -> dict[str, Any]:
         "train_samples_per_s": summary["samples_per_s"], "train_seconds": round(summary["train_seconds"], 1),
         "per_class": summary["per_class"], "confusion": summary["confusion"],
         **({"late_fusion": summary["late_fusion"]} if "late_fusion" in summary else {}),
+        **({"other_class": summary["other"]} if summary.get("other") else {}),
     }
 
 
 def export_metadata(args: argparse.Namespace, recipe: Recipe, data: RunData, metrics: dict[str, Any],
-                    parameters: int, name: str, out: Path, init: InitModel | None = None) -> dict[str, Any]:
+                    parameters: int, name: str, out: Path, init: InitModel | None = None,
+                    rules: AnswerRules | None = None) -> dict[str, Any]:
     """What the run adds to the exported ``meta.json``: metrics, recipe, data provenance (every source),
-    the model it started from (``--init``), parameters, run."""
+    the model it started from (``--init``), parameters, run, the "other" output (``other_class``) and the
+    rules fitted on held-out cards (``confidence``, ``open_set``)."""
     cs = data.cards
     specs = data.sources.specs
     one_sim = len(specs) == 1 and specs[0].is_sim
@@ -278,11 +300,73 @@ def export_metadata(args: argparse.Namespace, recipe: Recipe, data: RunData, met
                  **({"simulator": sources[0]["simulator"]} if one_sim else {})},
         **({"init": init.provenance()} if init is not None else {}),
         "parameters": parameters, "run": name,
+        "other_class": recipe.other_class,
+        **(rules.meta() if rules is not None else {}),
     }
 
 
+def fit_holdout_rules(args: argparse.Namespace, data: RunData, summary: dict[str, Any],
+                      seed: int = 0) -> tuple[AnswerRules | None, str]:
+    """Temperature, review rule and open-set threshold fitted on the run's holdout (:mod:`training.answer_rules`).
+
+    On the holdout of the real sources (every source but ``sim``, with their cards of other conditions) when
+    it has at least :data:`training.answer_rules.MIN_REAL_CARDS` cards of the twelve conditions; else on the
+    simulated holdout, with a warning (thresholds fitted on simulated cards do not hold on real ones); else
+    on the few real cards there are, with a warning; nothing without a holdout.
+
+    Args:
+        seed: the halves of the cross-fitted figures (the recipe's seed).
+
+    Returns:
+        (the rules or None, a line saying on what they were fitted or why not).
+    """
+    holdout = data.holdout_idx
+    if not len(holdout):
+        return None, "no holdout: no temperature, review rule or open-set threshold fitted (use --folds K --export)"
+    specs, source_of = data.sources.specs, data.sources.source_of[holdout]
+    real_names = {sp.name for sp in specs if sp.role == "cards" and not sp.is_sim}
+    real = np.isin(source_of, [s for s, sp in enumerate(specs) if sp.name in real_names or sp.of in real_names])
+    sim = np.isin(source_of, [s for s, sp in enumerate(specs) if sp.is_sim])
+    inside = in_class(summary["labels"])
+
+    def describe(mask: np.ndarray) -> str:
+        names = sorted({specs[s].name for s in np.unique(source_of[mask])})
+        other = int((mask & ~inside).sum())
+        return (f"the holdout of {' + '.join(names)} ({int((mask & inside).sum())} cards of the twelve conditions"
+                f"{f' + {other} of other conditions' if other else ''})")
+
+    if (real & inside).sum() >= MIN_REAL_CARDS:
+        mask, warning = real, None
+    elif (sim & inside).sum() >= MIN_FIT_CARDS:
+        mask, warning = sim, (SIM_WARNING if not real.any() else
+                              f"{SIM_WARNING} (the real holdout has only {int((real & inside).sum())} cards of the "
+                              f"twelve conditions, fewer than {MIN_REAL_CARDS})")
+    elif (real & inside).sum() >= MIN_FIT_CARDS:
+        mask, warning = real, (f"fitted on only {int((real & inside).sum())} real held-out cards of the twelve "
+                               f"conditions (fewer than {MIN_REAL_CARDS}): use --folds K --export")
+    else:
+        return None, (f"holdout too small ({int(inside.sum())} cards of the twelve conditions): no temperature, review "
+                      f"rule or open-set threshold fitted (use --folds K --export)")
+    fitted_on = describe(mask)
+    rules = fit_answer_rules(summary["outputs"][mask], summary["labels"][mask], fitted_on,
+                             names=[data.cards.names[i] for i in holdout[mask]],
+                             review_precision=getattr(args, "review_precision", None) or REVIEW_PRECISION,
+                             accept_rate=getattr(args, "accept_rate", None) or ACCEPT_RATE,
+                             seed=seed, warning=warning)
+    return rules, f"answer rules fitted on {fitted_on}"
+
+
+def write_rules(run_dir: Path, rules: AnswerRules, title: str) -> None:
+    """``answer_rules.json`` (the fitted rules and their figures) and ``reliability.png`` in a run folder."""
+    atomic_write_text(run_dir / "answer_rules.json", json.dumps(
+        {"meta": rules.meta(), "report": rules.report}, ensure_ascii=False, indent=1))
+    c = rules.confidence
+    atomic_write_bytes(run_dir / "reliability.png", reliability_png(
+        c["reliability"], title, (c["ece_before"], c["ece_after"])))
+
+
 def train_run(args: argparse.Namespace, data: RunData | None = None,
-              extra_metrics: dict[str, Any] | None = None) -> dict[str, Any]:
+              extra_metrics: dict[str, Any] | None = None, rules: AnswerRules | None = None) -> dict[str, Any]:
     """Train, export and summarise one run. Returns the summary (metrics, paths).
 
     Args:
@@ -290,12 +374,14 @@ def train_run(args: argparse.Namespace, data: RunData | None = None,
         data: the prepared cards, when the caller already has them (``compare_runs``); else prepared here.
         extra_metrics: added to the run's metrics (and the exported ``meta.json``), e.g. the
             cross-validated figure of a ``--folds K --export`` run.
+        rules: the temperature, review rule and open-set threshold, when fitted already (out of fold, by
+            ``--folds K --export``); else fitted on the run's holdout (:func:`fit_holdout_rules`).
     """
     device = set_device(args.device)
     rank, size = init_distributed()
     init = read_init(args.init) if getattr(args, "init", None) else None
     recipe = resolve_recipe(args, init)
-    parse_sources(args.data)  # a bad --data fails before anything is written
+    run_sources(args, recipe)  # a bad --data fails before anything is written
     progress = not args.no_progress and rank == 0
     name = run_name(args, recipe, size)
     run_dir = Path(args.resume) if args.resume and Path(args.resume).is_dir() else Path(args.runs_dir) / name
@@ -333,7 +419,16 @@ def train_run(args: argparse.Namespace, data: RunData | None = None,
         metrics = {**run_metrics(summary, data), **(extra_metrics or {})}
         result = {"name": name, "run_dir": str(run_dir), "model": recipe.model, "metrics": metrics,
                   "parameters": count_parameters(net), "interrupted": False}
+        if rules is None:
+            rules, result["rules_note"] = fit_holdout_rules(args, data, summary, recipe.seed)
+        else:
+            result["rules_note"] = f"answer rules fitted on {rules.confidence['fitted_on']}"
+        if rules is not None:
+            result["answer_rules"] = {"confidence": {k: v for k, v in rules.confidence.items() if k != "reliability"},
+                                      **({"open_set": rules.open_set} if rules.open_set else {})}
         if rank == 0:
+            if rules is not None:
+                write_rules(run_dir, rules, f"{name}: {rules.confidence['fitted_on']}")
             finals = {"final/holdout_acc": metrics["holdout_acc"], "final/holdout_loss": metrics["holdout_loss"],
                       **{f"final/holdout_acc_{k}": v["holdout_acc"]
                          for k, v in metrics.get("holdout_by_source", {}).items()}}
@@ -345,21 +440,22 @@ def train_run(args: argparse.Namespace, data: RunData | None = None,
             if not args.no_export:
                 out = Path(args.out) if args.out else MODELS_DIR / name
                 export_model(net, out, export_metadata(args, recipe, data, metrics, result["parameters"], name, out,
-                                                       init), kind=network_kind(recipe.model))
+                                                       init, rules), kind=network_kind(recipe.model))
                 result["export"] = str(out)
             if writer is not None and not args.no_graph and recipe.input == "image":
-                vdl.log_graph(args.logdir, name, recipe.model)
+                vdl.log_graph(args.logdir, name, recipe.model, classes=num_outputs(recipe.other_class))
             result["wall_seconds"] = round(time.perf_counter() - wall, 1)
             atomic_write_text(run_dir / "summary.json", json.dumps(result, ensure_ascii=False, indent=1))
-            print_summary(result)
+            print_summary(result, rules)
         return result
     finally:
         if writer is not None:
             writer.close()
 
 
-def print_summary(r: dict[str, Any]) -> None:
-    """The few lines a finished run prints: accuracy, epochs, late-fusion parts, speed, folders."""
+def print_summary(r: dict[str, Any], rules: AnswerRules | None = None) -> None:
+    """The few lines a finished run prints: accuracy, epochs, late-fusion parts, "other", the fitted
+    answer rules, speed, folders."""
     m = r["metrics"]
     print(f"\nrun {r['name']}: {r['model']} ({r['parameters']:,} parameters)")
     if m["holdout_acc"] is None:
@@ -368,8 +464,10 @@ def print_summary(r: dict[str, Any]) -> None:
         print(f"  holdout accuracy {m['holdout_acc']:.4f}  loss {m['holdout_loss']:.4f}  "
               f"(best epoch {m['best_epoch']} of {m['epochs_run']}{', early stop' if m['stopped_early'] else ''})")
     for source, v in m.get("holdout_by_source", {}).items():
-        if v["holdout_cards"]:
+        if v["holdout_cards"] and v["holdout_acc"] is not None:
             print(f"    {source}: holdout accuracy {v['holdout_acc']:.4f} on {v['holdout_cards']} cards")
+        elif v["holdout_cards"]:
+            print(f"    {source}: {v['holdout_cards']} holdout cards of class other")
     if m.get("init_holdout_acc") is not None:
         print(f"  the --init model on the same holdout, before fine-tuning: {m['init_holdout_acc']:.4f}")
     if "late_fusion" in m:
@@ -377,6 +475,15 @@ def print_summary(r: dict[str, Any]) -> None:
         print(f"  late fusion: image {lf['image']['holdout_acc']:.4f} (best epoch {lf['image']['best_epoch']}), "
               f"series {lf['series']['holdout_acc']:.4f} (best epoch {lf['series']['best_epoch']}); image weight "
               f"{lf['image_weight']:g}; cross-fitted {lf['holdout_acc_crossfit']:.4f}")
+    other = m.get("other_class")
+    if other and other["other_cards"]:
+        print(f"  other: {other['other_recall']:.1%} of {other['other_cards']} holdout cards of class other answered "
+              f"other, {other['in_class_called_other'] or 0:.1%} of the {other['in_class_cards']} of the twelve "
+              f"(largest output, no threshold)")
+    if rules is not None:
+        print("  " + format_answer_rules(rules).replace("\n", "\n  "))
+    elif r.get("rules_note"):
+        print(f"  {r['rules_note']}")
     print(f"  training {m['train_samples_per_s']:.0f} cards/s, {m['train_seconds']:.0f} s; wall {r.get('wall_seconds', 0):.0f} s")
     print(f"  run folder {r['run_dir']}" + (f"\n  exported   {r['export']}" if r.get("export") else ""), flush=True)
 

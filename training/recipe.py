@@ -47,6 +47,7 @@ class Recipe:
     preprocess: str = "default"
     sim_per_class: int = DEFAULT_SIM["per_class"]
     input: str = "image"  # image | series | dual (what the network reads; see training.models)
+    other_class: bool = False  # a 13th output "other" (none of the twelve), trained by outlier exposure
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
@@ -122,7 +123,7 @@ def resolve_recipe(args: argparse.Namespace, init: InitModel | None = None) -> R
     if init is None and getattr(args, "init", None):
         init = read_init(args.init)
     if init is not None:  # the starting model's network and inputs, unless the preset or flags say otherwise
-        values.update(model=init.architecture, input=init.kind)
+        values.update(model=init.architecture, input=init.kind, other_class=bool(init.meta.get("other_class", False)))
         if init.kind != "series":
             values["preprocess"] = init.meta["preprocess"].get("method", "default")
     values.update(PRESETS[preset_name(args)])
@@ -142,7 +143,7 @@ def resolve_recipe(args: argparse.Namespace, init: InitModel | None = None) -> R
                          f"not --input {kind}")
     recipe = Recipe.from_dict(values)
     if init is not None:
-        check_compatible(init, recipe.model, recipe.input, recipe.preprocess)
+        check_compatible(init, recipe.model, recipe.input, recipe.preprocess, recipe.other_class)
     return recipe
 
 

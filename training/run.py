@@ -64,6 +64,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--export", action="store_true",
                    help="with --folds: then train the final model on all the data and export it with the "
                         "cross-validated figure in meta.json")
+    d.add_argument("--other-class", action=argparse.BooleanOptionalAction, default=None,
+                   help="a 13th output 'other' (none of the twelve), learnt from the rows without a code of every "
+                        "field-format CSV source (the field set's 491 cards of five other conditions with 'field') and, "
+                        "for an image model, generated not-a-card pictures (outlier exposure)")
+    d.add_argument("--review-precision", type=float, default=None, metavar="P",
+                   help="the precision the answers not sent to review must reach on held-out cards (default 0.9)")
+    d.add_argument("--accept-rate", type=float, default=None, metavar="A",
+                   help="share of held-out cards of the twelve conditions the open-set threshold accepts (default 0.95)")
     d.add_argument("--input", choices=MODEL_KINDS, default=None,
                    help="what the model reads: the PNG (image, default), the CSV series (series), or both (dual)")
     d.add_argument("--sim-per-class", type=int, default=None, help="simulated cards per class for --data sim")
@@ -128,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="evaluate an exported model folder on labelled cards")
     e.add_argument("--model", default=str(REPO / "models" / "default"), help="exported model folder")
     e.add_argument("--data", required=True,
-                   help="train.zip, a folder of A01 … A12/, a field-format .csv, or 'field' (the vendored field cards)")
+                   help="train.zip, a folder of A01 … A12/, a field-format .csv (its rows without a code are cards of "
+                        "other conditions: the share answered unknown), 'field' (the 709 vendored field cards of our "
+                        "conditions) or 'field-all' (all 1,200: with the 491 of five other conditions)")
     e.add_argument("--out", default=None, help="report folder (default runs/eval/<model>-<data>)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--cache-dir", default=None)
@@ -173,11 +183,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def eval_command(args: argparse.Namespace) -> dict[str, Any]:
     """``eval``: score an exported model on labelled cards, print the report and where it was written."""
     model = Path(args.model)
-    data = FIELD_CARDS if args.data == "field" else Path(args.data)
-    out = Path(args.out) if args.out else REPO / "runs" / "eval" / f"{model.name}-{data.stem}"
+    alias = args.data in ("field", "field-all")  # the vendored field cards: ours only, or with the other conditions
+    data = FIELD_CARDS if alias else Path(args.data)
+    if not data.exists():
+        raise FileNotFoundError(f"--data {args.data!r}: no such zip, folder or .csv (or use field / field-all)")
+    out = Path(args.out) if args.out else REPO / "runs" / "eval" / f"{model.name}-{args.data if alias else data.stem}"
     try:
         report = evaluate_exported(model, data, out, batch_size=args.batch_size, progress=not args.no_progress,
-                                   cache_dir=args.cache_dir)
+                                   cache_dir=args.cache_dir, other_conditions=args.data != "field")
     except ValueError as exc:  # e.g. no card in a condition folder: nothing to score against
         raise SystemExit(f"error: {exc}") from None
     print(format_eval_report(report))
@@ -234,7 +247,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _check_rates(args: argparse.Namespace) -> None:
+    """``--review-precision`` and ``--accept-rate`` are shares: a one-line error otherwise."""
+    for flag, value in (("--review-precision", getattr(args, "review_precision", None)),
+                        ("--accept-rate", getattr(args, "accept_rate", None))):
+        if value is not None and not 0 < value < 1:
+            raise SystemExit(f"error: {flag} must be a share between 0 and 1 (exclusive), got {value:g}")
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    _check_rates(args)
     if args.command == "eval":
         eval_command(args)
     elif args.command == "field-set":

@@ -63,6 +63,6 @@ class SeriesNet(nn.Layer):
         return self.fc(self.trunk(x))
 
 
-def seriesnet_small() -> nn.Layer:
+def seriesnet_small(**kwargs) -> nn.Layer:
     """A lighter ``seriesnet`` (16/32/64/64), measured as an alternative."""
-    return SeriesNet(widths=(16, 32, 64, 64))
+    return SeriesNet(widths=(16, 32, 64, 64), **kwargs)

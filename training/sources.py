@@ -15,6 +15,11 @@ come from it. What this module does, one function per step:
   ``share x (all training cards)`` draws, reached by repeating its cards (all of them, as often as
   fits, then a random rest) or by a random subset; sources without a share split what is left in
   proportion to their sizes. Without shares the sources are simply concatenated.
+
+With ``--other-class``, :func:`other_sources` adds the sources of class "other" (:mod:`training.other_class`):
+``<name>-other`` beside each field-format CSV source (its rows without one of our codes) and, for an image
+network, ``notcards`` (generated not-a-card pictures). They have no share of their own: they take part in
+what the shared sources leave, in proportion to their sizes.
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ import numpy as np
 
 from shared.labels import CODES
 from shared.preprocess import PreprocessConfig
+from training.classes import OTHER, OTHER_CODE
 from training.data import (FIELD_CARDS, CardSet, field_csv_to_folder, format_ingest_report, load_data,
                            resolve_source, split_indices)
+from training.other_class import NOTCARDS, as_other, field_other_to_folder, notcards_to_folder, other_rows
 from training.series_data import cards_with_series, load_strokes
 
 ALIASES = ("sim", "field")
 SHARE_TOLERANCE = 1e-6
+ROLES = ("cards", "other", "notcards")  # a --data source; its other-condition cards; generated not-a-card pictures
 
 
 class DataSpecError(ValueError):
@@ -43,16 +51,30 @@ class DataSpecError(ValueError):
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """One ``--data`` word: the source's name (``sim``, ``field`` or the file's stem), what was given, its share."""
+    """One source: its name (``sim``, ``field``, the file's stem, ``<name>-other``, ``notcards``), what was
+    given, its share, and its ``role``: ``cards`` (a ``--data`` word), ``other`` (the cards of other
+    conditions of the ``cards`` source named ``of``) or ``notcards`` (generated not-a-card pictures)."""
 
     name: str
     spec: str
     share: float | None = None
+    role: str = "cards"
+    of: str | None = None
 
     @property
     def is_sim(self) -> bool:
         """Whether this is the simulated set."""
-        return self.spec == "sim"
+        return self.spec == "sim" and self.role == "cards"
+
+    @property
+    def is_field_format(self) -> bool:
+        """A field-format CSV source (``field`` or a ``.csv``): one card per row, rows of other conditions too."""
+        return self.role == "cards" and (self.spec == "field" or Path(self.spec).suffix.lower() == ".csv")
+
+    @property
+    def is_other(self) -> bool:
+        """A source of class "other" (``<name>-other`` or ``notcards``)."""
+        return self.role != "cards"
 
 
 def _split_share(word: str) -> tuple[str, float | None]:
@@ -111,9 +133,36 @@ def parse_sources(words: str | list[str]) -> list[SourceSpec]:
     return specs
 
 
+def other_sources(specs: list[SourceSpec], input_kind: str = "image") -> list[SourceSpec]:
+    """The sources of class "other" a ``--other-class`` run adds to ``specs`` (:mod:`training.other_class`).
+
+    ``<name>-other`` for every field-format CSV source that has rows of other conditions, and ``notcards``
+    (generated not-a-card pictures) for an image network.
+
+    Raises:
+        DataSpecError: a series or dual run without a field-format source with other-condition rows (it
+            would have no card of class "other").
+    """
+    out = []
+    for spec in specs:
+        if spec.is_field_format and other_rows(FIELD_CARDS if spec.spec == "field" else spec.spec):
+            out.append(SourceSpec(f"{spec.name}-{OTHER_CODE}", spec.spec, None, role="other", of=spec.name))
+    if input_kind == "image":
+        out.append(SourceSpec(NOTCARDS, NOTCARDS, None, role="notcards"))
+    if not out:
+        raise DataSpecError(f"--other-class: a {input_kind} network learns \"other\" from cards of other conditions: "
+                            f"add a field-format CSV with rows without a code (e.g. --data … field)")
+    return out
+
+
 def resolve_path(spec: SourceSpec, cache_dir: str | os.PathLike | None = None, sim_per_class: int | None = None,
                  progress: bool = True) -> Path:
-    """The folder or zip to read a source's cards from (``sim`` generated and ``field``/``.csv`` written once)."""
+    """The folder or zip to read a source's cards from (``sim`` generated and ``field``/``.csv`` written once;
+    a ``<name>-other`` source's rows of other conditions and the not-a-card pictures written once)."""
+    if spec.role == "other":
+        return field_other_to_folder(FIELD_CARDS if spec.spec == "field" else spec.spec, cache_dir=cache_dir)
+    if spec.role == "notcards":
+        return notcards_to_folder(cache_dir=cache_dir)
     if spec.is_sim:
         return resolve_source("sim", cache_dir, sim_per_class=sim_per_class, progress=progress)
     if spec.spec == "field":
@@ -140,8 +189,14 @@ class Sources:
     def provenance(self) -> list[dict[str, Any]]:
         """Name, what was given, fingerprint, cards and share of each source (config.json, meta.json)."""
         return [{"name": sp.name, "data": sp.spec, "fingerprint": self.reports[sp.name]["fingerprint"],
-                 "cards": int((self.source_of == s).sum()), "share": sp.share}
+                 "cards": int((self.source_of == s).sum()), "share": sp.share,
+                 **({"role": sp.role, "class": OTHER_CODE} if sp.is_other else {})}
                 for s, sp in enumerate(self.specs)]
+
+    def companion(self, s: int) -> int | None:
+        """Index of the ``<name>-other`` source of source ``s`` (its cards of other conditions), or None."""
+        name = self.specs[s].name
+        return next((i for i, sp in enumerate(self.specs) if sp.role == "other" and sp.of == name), None)
 
 
 def load_sources(specs: list[SourceSpec], config: PreprocessConfig, input_kind: str = "image",
@@ -158,7 +213,11 @@ def load_sources(specs: list[SourceSpec], config: PreprocessConfig, input_kind: 
     parts, series_parts, reports = [], [], {}
     for spec in specs:
         path = resolve_path(spec, cache_dir, sim_per_class, progress)
-        cs = load_data(path, config, cache_dir=cache_dir, keep_ink=keep_ink, progress=progress)
+        # a source of class "other" is read without labels (its folders are conditions outside the twelve)
+        cs = load_data(path, config, cache_dir=cache_dir, keep_ink=keep_ink, labelled=not spec.is_other,
+                       progress=progress)
+        if spec.is_other:
+            cs = as_other(cs)
         series = None
         if input_kind != "image":  # cards without a usable CSV are left out, counted in the report
             cs, series = cards_with_series(cs, cache_dir=cache_dir, progress=progress)
@@ -188,6 +247,8 @@ def merge_cards(parts: list[CardSet], names: list[str]) -> CardSet:
     offsets = np.cumsum([0, *[len(p) for p in parts]])
     labels = np.concatenate([p.labels for p in parts])
     per_class = {code: int((labels == i).sum()) for i, code in enumerate(CODES)}
+    if (labels == OTHER).any():
+        per_class[OTHER_CODE] = int((labels == OTHER).sum())
     report = {"source": " + ".join(names), "cards": int(len(labels)), "per_class": per_class,
               "sources": {n: p.report for n, p in zip(names, parts)}}
     with_ink = all(p.ink is not None for p in parts)
@@ -215,14 +276,17 @@ def split_by_source(sources: Sources, holdout: float, by: str, well_pattern: str
                     seed: int) -> tuple[list[np.ndarray], np.ndarray]:
     """Each source split into train/holdout on its own (:func:`training.data.split_indices`).
 
+    The generated not-a-card pictures (``notcards``) all train: they are no real cards to measure on.
+
     Returns:
         (training card indices of each source, all holdout indices sorted).
     """
     names, labels = sources.cards.names, sources.cards.labels
     train, holdout_idx = [], []
-    for s in range(len(sources.specs)):
+    for s, spec in enumerate(sources.specs):
         idx = sources.indices(s)
-        tr, ho = split_indices([names[i] for i in idx], labels[idx], holdout, by, well_pattern, seed)
+        share = 0.0 if spec.role == "notcards" else holdout
+        tr, ho = split_indices([names[i] for i in idx], labels[idx], share, by, well_pattern, seed)
         train.append(idx[tr])
         holdout_idx.append(idx[ho])
     return train, np.sort(np.concatenate(holdout_idx)).astype(np.int64)

@@ -31,12 +31,14 @@ from training import vdl
 from training.data import CardSet
 from training.distributed import epoch_order, sync_buffers
 from training.inputs import ModelInputs, make_inputs
-from training.metrics import accuracy_and_loss, confusion_matrix, per_class_report
+from training.classes import num_outputs
+from training.metrics import other_figures, per_class_report, twelve_way
 from training.models import build_model, network_kind, split_stem
 from training.recipe import OPTIMIZERS, SCHEDULES, Recipe
 from training.warm_start import apply_state
 
 log = logging.getLogger(__name__)
+OTHER_SCALARS = ("other_recall", "in_class_called_other")  # the "other" class's figures logged per epoch
 
 
 # ------------------------------------------------------------------------------------------
@@ -152,36 +154,41 @@ def train_one_epoch(body, opt, sched, inputs: ModelInputs, labels: np.ndarray, o
 
 
 def predict(net, inputs: ModelInputs, idx: np.ndarray, batch_size: int = 256, unpack: bool = False) -> np.ndarray:
-    """Class probabilities ``[n, 12]`` of cards ``idx`` (eval mode, no augmentation).
+    """The network's raw outputs ``[n, 12 | 13]`` for cards ``idx`` (eval mode, no augmentation): logits
+    (a late-fusion dual: log-probabilities), what the exported model returns.
+    :func:`training.metrics.class_probabilities` turns them into the twelve conditions' probabilities.
 
     Args:
         net: a network body (what the training loop trains: one argument, a list for dual inputs) or,
             with ``unpack``, a whole network whose dual inputs are two arguments (``net(image, series)``).
     """
     net.eval()
-    probs = []
+    outputs = []
     with paddle.no_grad():
         for s in range(0, len(idx), batch_size):
             x = inputs.batch(idx[s:s + batch_size])
-            logits = net(*x) if unpack and isinstance(x, list) else net(x)
-            probs.append(F.softmax(logits, axis=-1).numpy())
-    return np.concatenate(probs) if probs else np.zeros((0, len(CODES)), np.float32)
+            outputs.append((net(*x) if unpack and isinstance(x, list) else net(x)).numpy())
+    return np.concatenate(outputs) if outputs else np.zeros((0, len(CODES)), np.float32)
 
 
 def evaluate(body, inputs: ModelInputs, labels: np.ndarray, idx: np.ndarray, batch_size: int = 256,
              groups: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """Holdout loss (plain cross-entropy), accuracy, probabilities and confusion matrix.
+    """Holdout loss (plain cross-entropy) and accuracy over the twelve conditions, probabilities, confusion,
+    and what the "other" output does (a network with a 13th output).
 
+    Accuracy, loss and confusion count the holdout cards of the twelve conditions only, with the
+    softmax of the first twelve outputs (:func:`training.metrics.twelve_way`); ``other`` has the
+    "other" class's own figures (:func:`training.metrics.other_figures`), None for a twelve-output network.
     ``groups``: name -> boolean mask over ``idx`` (e.g. the cards of each source); their accuracies are
     returned under ``by_group``.
     """
-    probs = predict(body, inputs, idx, batch_size)
+    outputs = predict(body, inputs, idx, batch_size)
     y = labels[idx]
-    acc, loss = accuracy_and_loss(probs, y)
-    pred = probs.argmax(axis=1) if len(y) else np.zeros(0, np.int64)
-    by_group = {name: accuracy_and_loss(probs[m], y[m])[0] for name, m in (groups or {}).items()}
-    return {"loss": loss, "acc": acc, "probs": probs, "labels": y, "pred": pred, "confusion": confusion_matrix(y, pred),
-            "by_group": by_group}
+    t = twelve_way(outputs, y)
+    by_group = {name: float((t["pred"][m & t["mask"]] == y[m & t["mask"]]).mean()) if (m & t["mask"]).any()
+                else float("nan") for name, m in (groups or {}).items()}
+    return {"loss": t["loss"], "acc": t["acc"], "outputs": outputs, "probs": t["probs"], "labels": y,
+            "pred": t["pred"], "confusion": t["confusion"], "by_group": by_group, "other": other_figures(outputs, y)}
 
 
 # ------------------------------------------------------------------------------------------
@@ -270,7 +277,7 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
     if recipe.freeze_epochs and size > 1:
         raise ValueError("--freeze-epochs is not supported in data-parallel runs (--procs)")
     paddle.seed(recipe.seed)
-    net = build_model(recipe.model)
+    net = build_model(recipe.model, num_classes=num_outputs(recipe.other_class))
     if init_state is not None:
         apply_state(net, init_state)
     stem, body = split_stem(net)  # the body trains on inputs kept after the parameter-free stem
@@ -328,6 +335,8 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
             record.update(holdout_loss=round(ev["loss"], 5), holdout_acc=round(ev["acc"], 5))
             if ev["by_group"]:
                 record["holdout_acc_by_source"] = {k: round(v, 5) for k, v in ev["by_group"].items() if v == v}
+            if ev["other"]:
+                record.update({f"holdout_{k}": v for k, v in ev["other"].items() if k in OTHER_SCALARS})
             improved = ev["acc"] > state["best_acc"] or (ev["acc"] == state["best_acc"]
                                                          and ev["loss"] < state["best_loss"])
         else:  # no holdout: the last epoch is the result
@@ -350,8 +359,10 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
             if ev is not None:
                 vdl.log_scalars(writer, epoch + 1, {"holdout/loss": ev["loss"], "holdout/acc": ev["acc"],
                                                     **{f"holdout_by_source/{k}": v for k, v in ev["by_group"].items()
-                                                       if v == v}})  # a source without holdout cards: NaN, skipped
-                vdl.log_pr_roc(writer, ev["labels"], ev["probs"], epoch + 1)
+                                                       if v == v},  # a source without holdout cards: NaN, skipped
+                                                    **{f"holdout/{k}": v for k, v in (ev["other"] or {}).items()
+                                                       if k in OTHER_SCALARS and v is not None}})
+                vdl.log_pr_roc(writer, ev["labels"], ev["probs"], epoch + 1, outputs=ev["outputs"])
                 vdl.log_confusion(writer, ev["confusion"], epoch + 1)
             vdl.log_histograms(writer, body, epoch + 1)
             if writer is not None:
@@ -375,5 +386,6 @@ def fit(recipe: Recipe, cs: CardSet, train_idx: np.ndarray, test_idx: np.ndarray
     samples_per_s = state["samples_seen"] / max(state["train_seconds"], 1e-9)
     summary = {**state, "interrupted": False, "final": {"holdout_acc": final["acc"], "holdout_loss": final["loss"]},
                "confusion": final["confusion"].tolist(), "per_class": per_class_report(final["confusion"]),
-               "samples_per_s": round(samples_per_s, 1), "probs": final["probs"], "labels": final["labels"]}
+               "samples_per_s": round(samples_per_s, 1), "probs": final["probs"], "labels": final["labels"],
+               "outputs": final["outputs"], "other": final["other"]}
     return net, summary

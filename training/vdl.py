@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 
 from shared.labels import CODES
+from training.classes import OTHER
+from training.metrics import other_probability
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +90,25 @@ def log_histograms(writer, layer, step: int) -> None:
 
 
 def log_pr_roc(writer, labels: np.ndarray, probs: np.ndarray, step: int, prefix: str = "holdout",
-               num_thresholds: int = 50) -> None:
-    """One-vs-rest PR and ROC curves for each of the twelve classes (tags ``pr/A01`` …, ``roc/A01`` …)."""
+               num_thresholds: int = 50, outputs: np.ndarray | None = None) -> None:
+    """One-vs-rest PR and ROC curves for each of the twelve classes (tags ``pr/A01`` …, ``roc/A01`` …).
+
+    Args:
+        probs: the twelve conditions' probabilities ``[n, 12]``.
+        outputs: the raw outputs; with a 13th "other" output its ``p(other)`` gets curves too (``pr/other``).
+    """
     if writer is None or len(labels) == 0:
         return
     numpy2_shim()
     labels = np.asarray(labels)
-    for i, code in enumerate(CODES):
-        truth = (labels == i).astype(np.int32)
-        writer.add_pr_curve(tag=f"{prefix}_pr/{code}", labels=truth, predictions=probs[:, i].astype(np.float64),
+    curves = [(code, (labels == i).astype(np.int32), probs[:, i]) for i, code in enumerate(CODES)]
+    p_other = other_probability(outputs) if outputs is not None else None
+    if p_other is not None:
+        curves.append(("other", (labels == OTHER).astype(np.int32), p_other))
+    for code, truth, scores in curves:
+        writer.add_pr_curve(tag=f"{prefix}_pr/{code}", labels=truth, predictions=np.asarray(scores, np.float64),
                             step=int(step), num_thresholds=num_thresholds)
-        writer.add_roc_curve(tag=f"{prefix}_roc/{code}", labels=truth, predictions=probs[:, i].astype(np.float64),
+        writer.add_roc_curve(tag=f"{prefix}_roc/{code}", labels=truth, predictions=np.asarray(scores, np.float64),
                              step=int(step), num_thresholds=num_thresholds)
 
 
@@ -159,8 +169,10 @@ def log_hparams(writer, hparams: dict, metric_tags: list[str]) -> None:
     writer.add_hparams(hparams_dict=clean, metrics_list=list(metric_tags))
 
 
-def log_graph(logdir: str | os.PathLike, run: str, model: str, timeout: float = 300) -> bool:
+def log_graph(logdir: str | os.PathLike, run: str, model: str, timeout: float = 300, classes: int = len(CODES)) -> bool:
     """Write the model graph for VisualDL's Graph tab, in a child process with ``FLAGS_enable_pir_api=0``.
+
+    ``classes``: the network's outputs (13 with the "other" class). The graph is the exported network: logits.
 
     Returns:
         True when the graph was written; False (with a warning) when the child failed.
@@ -173,7 +185,7 @@ def log_graph(logdir: str | os.PathLike, run: str, model: str, timeout: float = 
             env.pop(key)
     # The child runs in the repository (to import training): a relative --logdir must not move with it.
     cmd = [sys.executable, "-m", "training.vdl", "graph", "--model", model, "--logdir", str(Path(logdir).resolve()),
-           "--run", run]
+           "--run", run, "--classes", str(classes)]
     try:
         proc = subprocess.run(cmd, env=env, cwd=str(REPO), capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -191,11 +203,11 @@ def _graph_main(args: argparse.Namespace) -> int:
         return 2
     from paddle.static import InputSpec
 
-    from training.export import WithSoftmax
+    from training.export import ImageLogits
     from training.image_models import INPUT_SHAPE
     from training.models import build_model
 
-    net = WithSoftmax(build_model(args.model))
+    net = ImageLogits(build_model(args.model, num_classes=args.classes))
     net.eval()
     write_graph_file(Path(args.logdir) / args.run, net, [InputSpec([1, *INPUT_SHAPE], "float32")])
     return 0
@@ -237,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--model", required=True)
     g.add_argument("--logdir", required=True)
     g.add_argument("--run", required=True)
+    g.add_argument("--classes", type=int, default=len(CODES), help="outputs of the network (13 with 'other')")
     args = parser.parse_args(argv)
     return _graph_main(args)
 

@@ -85,15 +85,16 @@ def read_init(folder: str | os.PathLike) -> InitModel:
     return InitModel(folder, meta, actual)
 
 
-def check_compatible(init: InitModel, model: str, kind: str, preprocess: str) -> None:
+def check_compatible(init: InitModel, model: str, kind: str, preprocess: str, other_class: bool = False) -> None:
     """Refuse a starting model that does not fit the run.
 
     Args:
-        model: the run's network name; kind: its input kind; preprocess: its image preprocessing method.
+        model: the run's network name; kind: its input kind; preprocess: its image preprocessing method;
+        other_class: the run trains a 13th output "other" (``--other-class``).
 
     Raises:
-        InitError: other labels, input kind, network, image preprocessing (method, version, size) or
-            series preprocessing than the run's.
+        InitError: other labels, input kind, network, image preprocessing (method, version, size),
+            series preprocessing or number of outputs (the "other" class) than the run's.
     """
     where = f"--init {init.folder}"
     codes = [x.get("code") for x in init.meta.get("labels", [])]
@@ -103,6 +104,11 @@ def check_compatible(init: InitModel, model: str, kind: str, preprocess: str) ->
         raise InitError(f"{where}: it reads {init.kind} input, the run --input {kind}")
     if init.architecture != model:
         raise InitError(f"{where}: it is a {init.architecture or 'unnamed'} network, the run trains {model}")
+    has_other = bool(init.meta.get("other_class", False))
+    if has_other != bool(other_class):
+        raise InitError(f"{where}: it has {'13 outputs (the twelve + other)' if has_other else '12 outputs'}, the "
+                        f"run {'trains' if other_class else 'does not train'} the \"other\" class: "
+                        f"{'drop --no-other-class' if has_other else 'drop --other-class'} or start from another model")
     if kind != "series":
         want = PreprocessConfig(method=preprocess).to_dict()
         if init.meta.get("preprocess") != want:
