@@ -88,7 +88,7 @@ def test_workers_give_the_same_rows_and_each_row_its_model(model_folders, mixed_
             except CardError as exc:
                 assert rows[stem]["error"] == str(exc) and rows[stem]["label"] == "", stem
                 continue
-            want = p.predict(stack_inputs([x]))[0]
+            want = p.output.interpret(p.predict(stack_inputs([x]))).probabilities[0]
             got = np.array([float(rows[stem][c]) for c in CODES])
             np.testing.assert_allclose(got, want, atol=1e-6, err_msg=stem)
             # the row names the model that answered and what it read

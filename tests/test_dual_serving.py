@@ -127,7 +127,7 @@ def test_batch_scorer_uses_pairs(tmp_path, tiny_model, series_model, dual_model)
     for cid, png, csv_b in (("p", card_png("normal"), card_csv("normal")), ("s", None, card_csv("normal", seed=4)),
                             ("i", card_png("normal", seed=5), None)):
         p, used, x, _ = ms.prepare(png, csv_b)
-        want = p.predict(stack_inputs([x]))[0]
+        want = p.output.interpret(p.predict(stack_inputs([x]))).probabilities[0]
         got = np.array([float(rows[cid][c]) for c in p.codes])
         np.testing.assert_allclose(got, want, atol=1e-6)
     assert ms.route(card_png("normal"), card_csv("normal"))[0].kind == "dual"
