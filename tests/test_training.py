@@ -444,3 +444,20 @@ def test_only_unset_lengths_follow_the_data():
     assert resolved("--patience", "3") == (30, 3)
     assert resolved("--epochs", "5", "--patience", "2") == (5, 2)
     assert resolved("--preset", "seed") == (2, 0)  # the notebook's recipe exactly
+
+
+def test_resumed_run_keeps_one_records_file_with_every_epoch(sim_dir, cache, tmp_path, monkeypatch):
+    """VisualDL 2.5.3 shows only a run folder's newest records file: a resumed run must continue it."""
+    from visualdl import LogReader
+
+    monkeypatch.setenv("CARDSENSE_CACHE", str(cache))
+    common = ["--data", str(sim_dir), "--epochs", "2", "--no-export", "--no-progress", "--no-graph",
+              "--runs-dir", str(tmp_path / "runs"), "--logdir", str(tmp_path / "log"), "--patience", "0",
+              "--batch-size", "16", "--name", "r"]
+    assert _train([*common, "--stop-after", "1"])["interrupted"]
+    _train([*common, "--resume"])
+    files = sorted((tmp_path / "log" / "r").glob("vdlrecords.*"))
+    assert len(files) == 1, files
+    reader = LogReader(file_path=str(files[0]))
+    steps = sorted({record.id for record in reader.get_data("scalar", "holdout/acc")})
+    assert steps == [1, 2], steps

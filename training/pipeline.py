@@ -405,9 +405,12 @@ def train_run(args: argparse.Namespace, data: RunData | None = None,
         if warning:
             print(warning, flush=True)
         write_run_config(run_dir, name, args, recipe, data, device, size, init)
-    writer = vdl.open_writer(args.logdir, name) if rank == 0 and not args.no_vdl else None
+    # A resumed run continues its records file: VisualDL shows only a run folder's newest file.
+    append = args.resume is not None
+    writer = vdl.open_writer(args.logdir, name, append=append) if rank == 0 and not args.no_vdl else None
     try:
-        open_part_writer = None if args.no_vdl else (lambda part: vdl.open_writer(args.logdir, f"{name}-{part}"))
+        open_part_writer = None if args.no_vdl else (
+            lambda part: vdl.open_writer(args.logdir, f"{name}-{part}", append=append))
         net, summary = fit_network(recipe, data, run_dir, writer=writer, open_part_writer=open_part_writer,
                                    init_state=init.state() if init is not None else None,
                                    resume=args.resume is not None, progress=progress, rank=rank, size=size,
