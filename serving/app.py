@@ -93,6 +93,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     serving: ServingConfig = config.pop("SERVING", None) or ServingConfig.from_env()
     predictor: Predictor | None = config.pop("PREDICTOR", None)
     extras: list[Predictor] | None = config.pop("EXTRA_PREDICTORS", None)
+    if serving.explain == "token" and not serving.api_token:
+        log.warning("CARDSENSE_EXPLAIN=token but CARDSENSE_API_TOKEN is not set: no request can carry the token, "
+                    "so every ?explain=1 is refused (403)")
     options = dict(
         device=serving.device,
         cpu_threads=serving.cpu_threads,
@@ -149,16 +152,31 @@ def _observe(response: Response) -> Response:
     return response
 
 
-def _require_token() -> None:
-    token = state().config.api_token
-    if not token:
-        return
+def _carries_token(token: str) -> bool:
+    """The request sends ``token`` (``Authorization: Bearer <token>`` or ``X-API-Token``)."""
     given = request.headers.get("X-API-Token", "")
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         given = auth[7:].strip()
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _require_token() -> None:
+    token = state().config.api_token
+    if token and not _carries_token(token):
         raise ApiError(401, "unauthorized", "this service needs an API token: send 'Authorization: Bearer <token>'")
+
+
+def _require_explain_allowed() -> None:
+    """Refuse ``?explain=1`` (403) when ``CARDSENSE_EXPLAIN`` does not allow this request an explanation."""
+    config = state().config
+    if config.explain == "off":
+        raise ApiError(403, "explain_off", "explanations are turned off on this service (CARDSENSE_EXPLAIN=off); "
+                                           "ask without explain=1")
+    if config.explain == "token" and not (config.api_token and _carries_token(config.api_token)):
+        raise ApiError(403, "explain_needs_token",
+                       "explanations on this service are for requests carrying the API token (CARDSENSE_EXPLAIN=token)"
+                       + ("" if config.api_token else ", and none is configured (CARDSENSE_API_TOKEN)"))
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -234,6 +252,7 @@ def model_info():
         # the review threshold of models without a fitted review rule (each model's rules: models.<kind>.answers)
         "low_confidence": LOW_CONFIDENCE,
         "auth": bool(st.config.api_token),
+        "explain": st.config.explain,  # CARDSENSE_EXPLAIN: on, off or token
         "uptime_seconds": round(time.time() - st.started, 1),
     }
     # Under gunicorn the worker loads a checked snapshot of the configured folder (gunicorn.conf.py).
@@ -268,6 +287,8 @@ def classify():
     top_k = min(_int_arg("top_k", 0, 0, 10_000), len(st.predictor.codes))
     include_input = _flag_arg("include_input")
     explain = _flag_arg("explain")
+    if explain:
+        _require_explain_allowed()
     card = read_single_card(request)
     try:
         predictor, used, x, facts = st.models.prepare(card.png, card.csv)
