@@ -125,6 +125,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # 供液不足, not \u4f9b...
     app.json.sort_keys = False
     metrics = Metrics()
+    metrics.show_models(models.by_kind)
     models.start_batcher(serving.max_batch, serving.max_wait_ms, BatchingMetrics(metrics, models.by_kind))
     app.extensions[EXTENSION] = ServiceState(serving, models, metrics)
     register_error_handlers(app, on_error=lambda code: metrics.errors.labels(kind=code).inc())
@@ -306,7 +307,7 @@ def classify():
     if plan is None:  # a hundred-card explanation call is not an inference latency
         st.metrics.inference.observe(t.seconds)
     body = answer(predictor, outputs[0], facts, top_k)
-    st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
+    st.metrics.observe_answer(body, predictor.kind)
     if plan is not None:
         body["explanation"] = explanation(plan, predictor.output.interpret(outputs).probabilities,
                                           predictor.codes.index(body["label"]), body["label"])
@@ -340,7 +341,7 @@ def classify_batch():
         st.metrics.inference.observe(t.seconds)
         for (index, _, facts), row in zip(items, outputs):
             body = answer(predictor, row, facts, top_k)
-            st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
+            st.metrics.observe_answer(body, predictor.kind)
             results[index].update(body)
 
     cards = iter_batch_cards(uploads, st.config.max_batch_cards, pair_files=st.models.get("dual") is not None)
