@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -102,8 +103,6 @@ def test_outline_measures_equal_the_reference(outlines):
 def test_outline_measures_of_cards_at_the_image_edge_equal_the_reference(outlines):
     # Moved into the image's corner, a card's fill spills past its ink's box (the closing at the image border),
     # so the measures peel the box alone -- with a blank border on two sides, none on the others.
-    import cv2
-
     spilled_and_peeled = 0
     for name, ink in outlines:
         if not name.startswith("field"):
