@@ -7,7 +7,9 @@ time it hardly depends on what else the machine runs), medians over real simulat
   byte of the four channels must be inflated, whatever is kept) and the network at the batch the service and
   the batch scorer run, plus the network's FLOPs (from ``paddle.flops`` on the architecture named in
   ``meta.json``) against one core's peak;
-* the **path as it runs**: PNG header + alpha plane (``decode_card_png``), the fill (``filled_card``),
+* the **path as it runs**: PNG header + alpha plane (``decode_card_png``), the fill (``trace_outline`` +
+  ``filled_card``), the structural card check (``check_outline``) and the card measures (``measure_outline``)
+  every answer carries, both reading the traced outline as ``serving.routing.Router.prepare`` passes it,
   scaling into the batch (``stack_inputs``), the network per card at batch 1, 8 and 16.
 """
 
@@ -29,12 +31,14 @@ def _median_ms(values: list[int], per: int = 1) -> float:
 def card_path(cards: list[bytes], config) -> dict:
     """CPU ms per card of each stage of the card path, medians over ``cards`` (two passes, the second timed)."""
     from serving.routing import stack_inputs  # noqa: PLC0415
+    from shared.card_check import check_outline  # noqa: PLC0415
     from shared.cards import decode_card_png, read_png_header  # noqa: PLC0415
+    from shared.measures import measure_outline  # noqa: PLC0415
     from shared.png_decode import _idat_stream, _inflate  # noqa: PLC0415
-    from shared.preprocess import filled_card  # noqa: PLC0415
+    from shared.preprocess import filled_card, trace_outline  # noqa: PLC0415
 
     clock = time.thread_time_ns
-    stages: dict[str, list[int]] = {"inflate": [], "decode": [], "fill": [], "scale": []}
+    stages: dict[str, list[int]] = {"inflate": [], "decode": [], "fill": [], "check": [], "measures": [], "scale": []}
     for timed in (False, True):
         for data in cards:
             header = read_png_header(data)
@@ -43,12 +47,17 @@ def card_path(cards: list[bytes], config) -> dict:
             t1 = clock()
             ink = decode_card_png(data)
             t2 = clock()
-            filled = filled_card(ink, config)
+            traced = trace_outline(ink)  # in the order of Router.prepare: the model's fill, then the card's facts
+            filled = filled_card(ink, config, traced)
             t3 = clock()
-            stack_inputs([{"image": filled}])
+            check_outline(ink, traced)
             t4 = clock()
+            measure_outline(ink, traced)
+            t5 = clock()
+            stack_inputs([{"image": filled}])
+            t6 = clock()
             if timed:
-                for name, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                for name, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5)):
                     stages[name].append(value)
     return {name: _median_ms(values) for name, values in stages.items()}
 

@@ -116,7 +116,8 @@ def render_limit(lim: dict, r: dict) -> list[str]:
     peak = 32 * mhz * 1e6 if mhz else None
     flop_ms = 2 * macs / peak * 1000 if macs and peak else None
     best = min(net, key=lambda b: net[b])
-    path_16 = st["decode"] + st["fill"] + st["scale"] + net.get("16", net[best])
+    facts = st.get("check", 0.0) + st.get("measures", 0.0)  # (runs of the benchmark before they were timed: none)
+    path_16 = st["decode"] + st["fill"] + facts + st["scale"] + net.get("16", net[best])
     floor = st["inflate"] + net.get("16", net[best])
     out = [f"## 4. The limit (CPU ms per card on one core, medians over {lim['cards']} simulated cards)", "",
            "| stage | CPU ms per card | unavoidable? |", "|---|---:|---|",
@@ -124,9 +125,14 @@ def render_limit(lim: dict, r: dict) -> list[str]:
            "be inflated to reach the alpha |",
            f"| decode: header, CRCs, inflate, alpha plane, checks (`decode_card_png`) | {_f(st['decode'], 3)} | "
            "the inflate; the rest is overhead |",
-           f"| fill (`filled_card`: close, flood fill, line width, centre, crop + resize, line) | {_f(st['fill'], 3)} | "
-           "no (a cheaper fill is a new preprocessing version) |",
-           f"| scale into the batch (`stack_inputs`) | {_f(st['scale'], 3)} | no |"]
+           f"| fill (`trace_outline` + `filled_card`: close, flood fill, line width, centre, crop + resize, line) | "
+           f"{_f(st['fill'], 3)} | no (a cheaper fill is a new preprocessing version) |"]
+    if "check" in st:
+        out += [f"| card check (`check_outline` on the traced outline: pieces, enclosed regions, column runs, "
+                f"envelope jumps) | {_f(st['check'], 3)} | no (every answer's `unknown` evidence) |",
+                f"| card measures (`measure_outline` on the traced outline: chains, fillage) | {_f(st['measures'], 3)} | "
+                "no (every answer's `measures`) |"]
+    out.append(f"| scale into the batch (`stack_inputs`) | {_f(st['scale'], 3)} | no |")
     for b in sorted(net, key=int):
         out.append(f"| network at batch {b} (1 oneDNN thread) | {_f(net[b], 3)} | "
                    f"{'the network at the batch the paths run' if b in ('8', '16') else ''} |")
@@ -134,7 +140,8 @@ def render_limit(lim: dict, r: dict) -> list[str]:
         out.append(f"| network FLOPs: {macs / 1e6:.1f} M multiply-adds = {2 * macs / 1e6:.1f} MFLOP per card "
                    f"({fl.get('architecture')}), at one core's FP32 peak ({mhz / 1000:.2f} GHz × 32 FLOP/cycle) | "
                    f"{_f(flop_ms, 3)} | the arithmetic floor |")
-    out += ["", f"Per card: the path costs **{_f(path_16, 2)} ms** of CPU at batch 16 (decode + fill + scale + "
+    out += ["", f"Per card: the path costs **{_f(path_16, 2)} ms** of CPU at batch 16 (decode + fill + "
+            + ("check + measures + " if "check" in st else "") + "scale + "
             f"network); the unavoidable part (inflate + network at batch 16) is **{_f(floor, 2)} ms**, so the path "
             f"is {_f(path_16 / floor, 1)}× its floor on this machine"
             + (f"; the network runs at {_f(100 * flop_ms / net.get('16', net[best]))} % of one core's FP32 peak"

@@ -93,6 +93,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     serving: ServingConfig = config.pop("SERVING", None) or ServingConfig.from_env()
     predictor: Predictor | None = config.pop("PREDICTOR", None)
     extras: list[Predictor] | None = config.pop("EXTRA_PREDICTORS", None)
+    if serving.explain == "token" and not serving.api_token:
+        log.warning("CARDSENSE_EXPLAIN=token but CARDSENSE_API_TOKEN is not set: no request can carry the token, "
+                    "so every ?explain=1 is refused (403)")
     options = dict(
         device=serving.device,
         cpu_threads=serving.cpu_threads,
@@ -122,6 +125,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.json.ensure_ascii = False  # 供液不足, not \u4f9b...
     app.json.sort_keys = False
     metrics = Metrics()
+    metrics.show_models(models.by_kind)
     models.start_batcher(serving.max_batch, serving.max_wait_ms, BatchingMetrics(metrics, models.by_kind))
     app.extensions[EXTENSION] = ServiceState(serving, models, metrics)
     register_error_handlers(app, on_error=lambda code: metrics.errors.labels(kind=code).inc())
@@ -149,16 +153,31 @@ def _observe(response: Response) -> Response:
     return response
 
 
-def _require_token() -> None:
-    token = state().config.api_token
-    if not token:
-        return
+def _carries_token(token: str) -> bool:
+    """The request sends ``token`` (``Authorization: Bearer <token>`` or ``X-API-Token``)."""
     given = request.headers.get("X-API-Token", "")
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
         given = auth[7:].strip()
-    if not given or not hmac.compare_digest(given.encode(), token.encode()):
+    return bool(given) and hmac.compare_digest(given.encode(), token.encode())
+
+
+def _require_token() -> None:
+    token = state().config.api_token
+    if token and not _carries_token(token):
         raise ApiError(401, "unauthorized", "this service needs an API token: send 'Authorization: Bearer <token>'")
+
+
+def _require_explain_allowed() -> None:
+    """Refuse ``?explain=1`` (403) when ``CARDSENSE_EXPLAIN`` does not allow this request an explanation."""
+    config = state().config
+    if config.explain == "off":
+        raise ApiError(403, "explain_off", "explanations are turned off on this service (CARDSENSE_EXPLAIN=off); "
+                                           "ask without explain=1")
+    if config.explain == "token" and not (config.api_token and _carries_token(config.api_token)):
+        raise ApiError(403, "explain_needs_token",
+                       "explanations on this service are for requests carrying the API token (CARDSENSE_EXPLAIN=token)"
+                       + ("" if config.api_token else ", and none is configured (CARDSENSE_API_TOKEN)"))
 
 
 def _int_arg(name: str, default: int, lo: int, hi: int) -> int:
@@ -234,6 +253,7 @@ def model_info():
         # the review threshold of models without a fitted review rule (each model's rules: models.<kind>.answers)
         "low_confidence": LOW_CONFIDENCE,
         "auth": bool(st.config.api_token),
+        "explain": st.config.explain,  # CARDSENSE_EXPLAIN: on, off or token
         "uptime_seconds": round(time.time() - st.started, 1),
     }
     # Under gunicorn the worker loads a checked snapshot of the configured folder (gunicorn.conf.py).
@@ -268,6 +288,8 @@ def classify():
     top_k = min(_int_arg("top_k", 0, 0, 10_000), len(st.predictor.codes))
     include_input = _flag_arg("include_input")
     explain = _flag_arg("explain")
+    if explain:
+        _require_explain_allowed()
     card = read_single_card(request)
     try:
         predictor, used, x, facts = st.models.prepare(card.png, card.csv)
@@ -285,7 +307,7 @@ def classify():
     if plan is None:  # a hundred-card explanation call is not an inference latency
         st.metrics.inference.observe(t.seconds)
     body = answer(predictor, outputs[0], facts, top_k)
-    st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
+    st.metrics.observe_answer(body, predictor.kind)
     if plan is not None:
         body["explanation"] = explanation(plan, predictor.output.interpret(outputs).probabilities,
                                           predictor.codes.index(body["label"]), body["label"])
@@ -319,7 +341,7 @@ def classify_batch():
         st.metrics.inference.observe(t.seconds)
         for (index, _, facts), row in zip(items, outputs):
             body = answer(predictor, row, facts, top_k)
-            st.metrics.predictions.labels(label=body["label"], model=predictor.kind).inc()
+            st.metrics.observe_answer(body, predictor.kind)
             results[index].update(body)
 
     cards = iter_batch_cards(uploads, st.config.max_batch_cards, pair_files=st.models.get("dual") is not None)

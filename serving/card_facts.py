@@ -16,6 +16,7 @@ import numpy as np
 from shared.card_check import CardCheck, check_outline, check_series
 from shared.cards import Card
 from shared.measures import CardMeasures, measure_outline, measure_series
+from shared.preprocess import TracedOutline, trace_outline
 
 
 @dataclass(frozen=True)
@@ -53,13 +54,15 @@ class CardFacts:
         return [what for what, _ in self.checks]
 
 
-def read_facts(ink: np.ndarray | None, card: Card | None) -> CardFacts:
+def read_facts(ink: np.ndarray | None, card: Card | None, traced: TracedOutline | None = None) -> CardFacts:
     """Check and measure a card from the files its model reads.
 
     Args:
         ink: the PNG's outline mask (:func:`shared.cards.decode_card_png`) when the model reads the PNG, else None
             (a CSV rendered for the image model is checked as the series it is).
         card: the CSV's samples when the model reads the CSV, else None.
+        traced: ``shared.preprocess.trace_outline(ink)`` when the caller has it (the model's fill reads it too):
+            the check and the measures then take the line, the fill and the line width from it.
 
     Returns:
         :class:`CardFacts`.
@@ -71,11 +74,12 @@ def read_facts(ink: np.ndarray | None, card: Card | None) -> CardFacts:
         raise ValueError("read_facts needs the card's outline, its samples, or both")
     checks: list[tuple[str, CardCheck]] = []
     if ink is not None:
-        checks.append(("outline", check_outline(ink)))
+        traced = traced if traced is not None else trace_outline(ink)
+        checks.append(("outline", check_outline(ink, traced)))
     if card is not None:
         checks.append(("series", check_series(card.position, card.load)))
     try:
-        measures = measure_series(card.position, card.load) if card is not None else measure_outline(ink)
+        measures = measure_series(card.position, card.load) if card is not None else measure_outline(ink, traced)
     except ValueError as exc:  # (CardError is one) a card the model reads but no measure can be taken of
         return CardFacts(tuple(checks), None, f"no measures: {exc}")
     return CardFacts(tuple(checks), measures)

@@ -16,6 +16,8 @@ DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "default"
 # Series/dual models loaded beside the image model when CARDSENSE_EXTRA_MODEL_DIRS is unset (if present).
 DEFAULT_EXTRA_MODEL_DIRS = (REPO_ROOT / "models" / "series", REPO_ROOT / "models" / "dual")
 DEVICES = ("auto", "cpu", "gpu")
+# CARDSENSE_EXPLAIN: who may ask /classify for ?explain=1 (about a hundred model runs per card).
+EXPLAIN_MODES = ("on", "off", "token")
 
 
 class ConfigError(ValueError):
@@ -90,10 +92,13 @@ class ServingConfig:
     max_batch_upload_mb: float = 64.0
     max_batch_cards: int = 1000
     api_token: str | None = None
+    explain: str = "on"  # on: anyone who may classify; off: nobody; token: requests carrying api_token only
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ConfigError(f"CARDSENSE_DEVICE={self.device!r}; expected one of {', '.join(DEVICES)}")
+        if self.explain not in EXPLAIN_MODES:
+            raise ConfigError(f"CARDSENSE_EXPLAIN={self.explain!r}; expected one of {', '.join(EXPLAIN_MODES)}")
         if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
             raise ConfigError(f"CARDSENSE_BATCH_SIZES must be positive integers, got {self.batch_sizes}")
         if 1 not in self.batch_sizes:
@@ -137,6 +142,7 @@ class ServingConfig:
             max_batch_upload_mb=_float(env, "CARDSENSE_MAX_BATCH_UPLOAD_MB", 64.0),
             max_batch_cards=_int(env, "CARDSENSE_MAX_BATCH_CARDS", 1000),
             api_token=env.get("CARDSENSE_API_TOKEN", "").strip() or None,
+            explain=env.get("CARDSENSE_EXPLAIN", "").strip().lower() or "on",
         )
 
 

@@ -30,6 +30,8 @@ class Metrics:
         requests: ``cardsense_http_requests_total{route, method, status}``.
         latency: ``cardsense_http_request_duration_seconds{route}``.
         predictions: ``cardsense_predictions_total{label, model}`` (one per classified card; model: image|series|dual).
+        unknown: ``cardsense_unknown_total{model}`` (answers with ``unknown: true``: not a card, or none of the twelve).
+        review: ``cardsense_review_total{model}`` (answers with ``review: true``: to be checked by a person).
         errors: ``cardsense_errors_total{kind}`` (error code, also per failed card in a batch).
         batch_cards: ``cardsense_batch_cards`` (cards per batch request).
         inference: ``cardsense_inference_seconds`` (predictor time per call).
@@ -52,6 +54,15 @@ class Metrics:
             "cardsense_predictions_total", "Cards classified, by predicted label and the model kind that answered.",
             ["label", "model"], **kw
         )
+        # Beside predictions, per model: what share of the answers a person must look at (rate over predictions).
+        self.unknown = Counter(
+            "cardsense_unknown_total", "Answers saying unknown (not a card, or none of the twelve), by model kind.",
+            ["model"], **kw
+        )
+        self.review = Counter(
+            "cardsense_review_total", "Answers flagged for review (not confident enough to act on), by model kind.",
+            ["model"], **kw
+        )
         self.errors = Counter("cardsense_errors_total", "Errors by kind (error code).", ["kind"], **kw)
         self.batch_cards = Histogram(
             "cardsense_batch_cards", "Cards per /classify/batch request.",
@@ -60,6 +71,25 @@ class Metrics:
         self.inference = Histogram(
             "cardsense_inference_seconds", "Time spent in the predictor per call.", buckets=LATENCY_BUCKETS, **kw
         )
+
+    def show_models(self, kinds) -> None:
+        """Show the unknown and review counters of these model kinds at 0 from the start (rates need both series)."""
+        for kind in kinds:
+            self.unknown.labels(model=kind)
+            self.review.labels(model=kind)
+
+    def observe_answer(self, answer: dict, model: str) -> None:
+        """Count one card's answer (:func:`serving.answers.answer`): its label, and whether unknown or to review.
+
+        Args:
+            answer: the answer (``label``, ``unknown``, ``review``).
+            model: the kind of the model that answered (image, series, dual).
+        """
+        self.predictions.labels(label=answer["label"], model=model).inc()
+        if answer["unknown"]:
+            self.unknown.labels(model=model).inc()
+        if answer["review"]:
+            self.review.labels(model=model).inc()
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished HTTP request."""

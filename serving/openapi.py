@@ -316,6 +316,9 @@ def openapi_document() -> dict[str, Any]:
                                                          "the condition's advice"),
                     "400": _error("no card, an empty one, two cards, or a bad query parameter"),
                     **_AUTH_ERRORS,
+                    "403": _error("explain=1 while explanations are turned off (CARDSENSE_EXPLAIN=off: explain_off) "
+                                  "or kept for requests carrying the API token (CARDSENSE_EXPLAIN=token: "
+                                  "explain_needs_token)"),
                     "413": _error("larger than CARDSENSE_MAX_UPLOAD_MB"),
                     "415": _error("not a PNG or CSV (a zip goes to /classify/batch)"),
                     "422": _error("not a usable card (invalid_card), or a PNG and a CSV of two different cards "

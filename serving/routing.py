@@ -36,7 +36,7 @@ from serving.card_facts import CardFacts, read_facts
 from shared.card_pair import check_pair
 from shared.cards import Card, CardError, decode_card_png, read_card_csv
 from shared.dataset_io import CARD_SUFFIXES, CardFile, CardSource
-from shared.preprocess import PreprocessConfig, card_ink, filled_card, to_model_input
+from shared.preprocess import PreprocessConfig, TracedOutline, card_ink, filled_card, to_model_input, trace_outline
 from shared.series import SeriesConfig, preprocess_series
 
 KINDS = ("image", "series", "dual")
@@ -172,15 +172,20 @@ class ModelInputs:
         check_pair(ink, card)  # a PNG and a CSV of two different cards are refused, not mixed
         return ink, card
 
-    def build(self, ink: np.ndarray | None, card: Card | None) -> CardInput:
+    def build(self, ink: np.ndarray | None, card: Card | None, traced: TracedOutline | None = None) -> CardInput:
         """Decoded files (:meth:`decode`) -> this kind's input (:data:`CardInput`).
+
+        Args:
+            ink, card: the decoded files.
+            traced: ``shared.preprocess.trace_outline(ink)`` when the caller has it (the card's facts read it too).
 
         Raises:
             CardError: the files are not a usable card for this model.
         """
         x: CardInput = {}
         if self.image is not None:
-            x["image"] = filled_card(ink if ink is not None else card_ink(card), self.image)
+            x["image"] = (filled_card(ink, self.image, traced) if ink is not None
+                          else filled_card(card_ink(card), self.image))
         if self.series is not None:
             x["series"] = preprocess_series(card, self.series)
         return x
@@ -276,7 +281,9 @@ class Router:
         model_inputs = next(i for i in self.inputs if i.kind == kind)
         try:
             ink, card = model_inputs.decode(png if used != "csv" else None, csv if used != "png" else None)
-            x = model_inputs.build(ink, card)
+            # The outline's line, fill and line width, once: the model's fill, the check and the measures read them.
+            traced = trace_outline(ink) if ink is not None else None
+            x = model_inputs.build(ink, card, traced)
         except CardError as exc:
             raise UnusableCard(kind, used, exc) from exc
-        return Prepared(kind, used, x, read_facts(ink, card))
+        return Prepared(kind, used, x, read_facts(ink, card, traced))

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from shared.cards import checked_card_arrays, ink_binary
-from shared.preprocess import estimate_line_width, fill_outline
+from shared.cards import checked_card_arrays
+from shared.preprocess import TracedOutline, trace_outline
 
 PASS_SCORE = 0.5
 JUMP_SPAN = 3  # columns over which an envelope jump is measured
@@ -62,15 +62,105 @@ def _verdict(broken: list[tuple[float, str]], features: dict[str, float]) -> Car
 # --------------------------------------------------------------------------------------------
 
 
-def _column_runs(binary: np.ndarray) -> np.ndarray:
-    """Number of separate ink runs in each column of ``binary`` (0/1 array)."""
-    b = binary.astype(np.int8)
-    starts = (np.diff(b, axis=0, prepend=0) == 1).sum(axis=0)
-    return starts
+_BRIDGE = np.ones((3, 3), np.uint8)  # dilation that bridges 1-px gaps in the line
+# Marks the flood fills leave in the work image of _pieces_and_holes (the bridged line is 255, the rest 0).
+_OUTSIDE, _MAIN_PIECE, _HOLE = 128, 64, 32
+_MAX_HOLE_FILLS = 32  # enclosed regions filled one by one; more are labelled (a card has at most a dozen)
 
 
-def outline_features(ink: np.ndarray) -> dict[str, float]:
+def _pieces_and_holes(binary: np.ndarray, box: tuple[int, int, int, int], ink: int) -> tuple[int, float, np.ndarray]:
+    """The line's pieces and the regions it encloses, by flood fills where a card needs no label image.
+
+    The line is bridged (1-px gaps closed by a 3 x 3 dilation). Its pieces are its 8-connected parts;
+    the enclosed regions are the 4-connected parts of the background that do not touch the image's edge.
+    Both are found on the ink's box grown by 2 px (the bridged line and a blank ring around it): a
+    background part touches the image's edge exactly when it reaches the ring or the image's edge, so the
+    crop changes nothing. On it, with a blank 1-px border, three flood fills answer for a card: the
+    background reachable from the border, the piece holding the first ink pixel (all of the line when
+    it is one piece), the region holding the first pixel still blank (all of the enclosed area when the
+    line encloses one region; a few more fills when it encloses a few). Only pictures with more pieces
+    or many regions are labelled.
+
+    Args:
+        binary: the outline, 0/255.
+        box: the ink's bounding box ``(x, y, w, h)``.
+        ink: the number of ink pixels (> 0).
+
+    Returns:
+        ``(pieces, main_share, hole_areas)``: the pieces of at least 0.5 % of the bridged line (and 5 px),
+        the largest piece's share of the ink, and the areas of the enclosed regions (px, any order).
+    """
+    height, width = binary.shape
+    x, y, w, h = box
+    x0, y0, x1, y1 = max(x - 2, 0), max(y - 2, 0), min(x + w + 2, width), min(y + h + 2, height)
+    bridged = cv2.dilate(binary[y0:y1, x0:x1], _BRIDGE)
+    bridged_area = cv2.countNonZero(bridged)
+    work = cv2.copyMakeBorder(bridged, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    outside = cv2.floodFill(work, None, (0, 0), _OUTSIDE, flags=4)[0]
+    seed_y, seed_x = divmod(int(np.argmax(work)), work.shape[1])  # the first pixel of the line (255)
+    if cv2.floodFill(work, None, (seed_x, seed_y), _MAIN_PIECE, flags=8)[0] == bridged_area:
+        # One piece: it holds all the ink (the share is ink / ink, exactly 1).
+        pieces, main_share = int(bridged_area >= max(5, 0.005 * bridged_area)), 1.0
+    else:
+        _, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.dilate(binary, _BRIDGE), connectivity=8)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        pieces = int((areas >= max(5, 0.005 * areas.sum())).sum())
+        main = int(np.argmax(areas)) + 1
+        main_share = float(cv2.countNonZero(binary & (labels == main).astype(np.uint8) * 255) / ink)
+
+    # What is still blank is enclosed: fill it region by region, each from its first blank pixel (raster order:
+    # no blank pixel is left before the last seed), until all of it is counted.
+    enclosed = work.size - outside - bridged_area
+    flat, seed, areas = work.reshape(-1), 0, []
+    while sum(areas) < enclosed and len(areas) < _MAX_HOLE_FILLS:
+        seed += int(np.argmin(flat[seed:]))  # the first blank pixel left (0: every mark is more)
+        areas.append(cv2.floodFill(work, None, divmod(seed, work.shape[1])[::-1], _HOLE, flags=4)[0])
+    if sum(areas) < enclosed:  # a grid or a checkerboard: label the regions instead
+        holes = cv2.bitwise_not(cv2.bitwise_or(bridged, cv2.compare(work[1:-1, 1:-1], _OUTSIDE, cv2.CMP_EQ)))
+        _, _, stats, _ = cv2.connectedComponentsWithStats(holes, connectivity=4)
+        areas = stats[1:, cv2.CC_STAT_AREA]
+    return pieces, main_share, np.asarray(areas, np.float64)
+
+
+def _column_runs(box: np.ndarray) -> np.ndarray:
+    """Number of separate ink runs in each column of ``box`` (0/255 ``uint8``): the rows where ink starts."""
+    by_column = cv2.copyMakeBorder(cv2.transpose(box), 0, 0, 1, 0, cv2.BORDER_CONSTANT, value=0)  # a blank row 0
+    starts = cv2.compare(by_column[:, 1:], by_column[:, :-1], cv2.CMP_GT)
+    return cv2.reduce(starts, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255
+
+
+def _envelope_jumps(filled: np.ndarray) -> int:
+    """Sharp jumps of the top and bottom edge of the filled drawing (``filled``: its box, 0/255 ``uint8``).
+
+    A card's upstroke and downstroke are functions of position, so away from the ends of the stroke they
+    jump by a large part of the card's height only at a fluid pound, a tag or a plunger leaving the barrel;
+    a bar chart's tops jump at every bar. A jump is a change of more than :data:`JUMP_SHARE` of the height
+    over :data:`JUMP_SPAN` columns; a run of such columns counts once.
+    """
+    h = filled.shape[0]
+    # Rows are the box's columns, 0/1 viewed as bool: argmax along a contiguous bool row is a byte search.
+    by_column = cv2.threshold(cv2.transpose(filled), 0, 1, cv2.THRESH_BINARY)[1]
+    first = by_column.view(bool).argmax(axis=1)
+    cols = by_column[np.arange(len(first)), first].view(bool)  # (argmax is 0 in an empty column)
+    top = first[cols]
+    bottom = (h - 1 - cv2.flip(by_column, 1).view(bool).argmax(axis=1))[cols]
+    inner = slice(int(0.03 * len(top)), max(int(0.97 * len(top)), 1))
+    jumps = 0
+    for edge in (top[inner], bottom[inner]):
+        if len(edge) <= JUMP_SPAN:
+            continue
+        step = np.abs(edge[JUMP_SPAN:] - edge[:-JUMP_SPAN]) > JUMP_SHARE * h
+        jumps += int(np.count_nonzero(step[1:] > step[:-1]) + step[0])
+    return jumps
+
+
+def outline_features(ink: np.ndarray, traced: TracedOutline | None = None) -> dict[str, float]:
     """The structural measurements of an outline mask that :func:`check_outline` judges.
+
+    Args:
+        ink: ``uint8 [H, W]`` outline mask.
+        traced: ``shared.preprocess.trace_outline(ink)`` when the caller has it already (the model's
+            preprocessing computes it too).
 
     Returns:
         ``components`` (ink pieces after bridging 1-px gaps, ignoring specks under 0.5 % of the ink),
@@ -79,43 +169,22 @@ def outline_features(ink: np.ndarray) -> dict[str, float]:
         ``enclosed_share`` (enclosed area over the ink's bounding box), ``width_share``/``height_share`` (the
         ink's bounding box over the image), ``multi_run_columns`` (share of the box's columns crossing the
         line three or more times), ``empty_columns`` (share with no ink), ``single_run_columns``,
-        ``ink_density`` (ink over the box) and ``line_width`` (px).
+        ``ink_density`` (ink over the box), ``envelope_jumps`` (sharp jumps of the filled drawing's top
+        and bottom edge) and ``line_width`` (px).
+
+    Raises:
+        ValueError: the mask holds no ink (:func:`shared.cards.decode_card_png` never returns one).
     """
-    binary = ink_binary(np.asarray(ink, np.uint8))
+    traced = traced if traced is not None else trace_outline(ink)
+    binary = traced.binary
     height, width = binary.shape
-    total = max(1, cv2.countNonZero(binary))
-    bridged = cv2.dilate(binary, np.ones((3, 3), np.uint8))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(bridged, connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    pieces = int((areas >= max(5, 0.005 * areas.sum())).sum()) if len(areas) else 0
-    main = int(np.argmax(areas)) + 1 if len(areas) else 0
-    main_share = float(cv2.countNonZero(binary & (labels == main).astype(np.uint8) * 255) / total) if main else 0.0
-
-    # Enclosed background: components of the complement that do not touch the border.
-    background = cv2.bitwise_not(bridged)
-    nb, blabels, bstats, _ = cv2.connectedComponentsWithStats(background, connectivity=4)
-    touches = np.zeros(nb, bool)
-    for edge in (blabels[0, :], blabels[-1, :], blabels[:, 0], blabels[:, -1]):
-        touches[np.unique(edge)] = True
-    hole_areas = np.array([bstats[i, cv2.CC_STAT_AREA] for i in range(1, nb) if not touches[i]], np.float64)
-    hole_areas = hole_areas[hole_areas >= 0.0005 * height * width]
-
+    ink_px = cv2.countNonZero(binary)
+    if ink_px == 0:
+        raise ValueError("the outline mask holds no ink")
     x, y, w, h = cv2.boundingRect(binary)
-    box = binary[y:y + h, x:x + w] > 0
-    runs = _column_runs(box)
-    # Envelopes of the filled drawing: a card's upstroke and downstroke are functions of position, so
-    # away from the ends of the stroke they jump by a large part of the card's height only at a fluid
-    # pound, a tag or a plunger leaving the barrel; a bar chart's tops jump at every bar.
-    filled = fill_outline(ink)[y:y + h, x:x + w] > 0
-    cols = filled.any(axis=0)
-    rows = np.arange(h, dtype=np.float64)[:, None]
-    top = np.where(filled, rows, np.inf).min(axis=0)[cols]
-    bottom = np.where(filled, rows, -np.inf).max(axis=0)[cols]
-    inner = slice(int(0.03 * len(top)), max(int(0.97 * len(top)), 1))
-    jumps = 0
-    for edge in (top[inner], bottom[inner]):
-        step = np.abs(edge[JUMP_SPAN:] - edge[:-JUMP_SPAN]) > JUMP_SHARE * h if len(edge) > JUMP_SPAN else np.zeros(0, bool)
-        jumps += int(np.count_nonzero(np.diff(step.astype(np.int8)) == 1) + (step[:1].sum() if len(step) else 0))
+    pieces, main_share, hole_areas = _pieces_and_holes(binary, (x, y, w, h), ink_px)
+    hole_areas = hole_areas[hole_areas >= 0.0005 * height * width]
+    runs = _column_runs(binary[y:y + h, x:x + w])
     return {
         "components": float(pieces),
         "main_share": main_share,
@@ -124,25 +193,29 @@ def outline_features(ink: np.ndarray) -> dict[str, float]:
         "enclosed_share": float(hole_areas.sum() / max(1, w * h)),
         "width_share": w / width,
         "height_share": h / height,
-        "multi_run_columns": float(np.mean(runs >= 3)),
-        "empty_columns": float(np.mean(runs == 0)),
-        "single_run_columns": float(np.mean(runs == 1)),
-        "ink_density": total / max(1, w * h),
-        "envelope_jumps": float(jumps),
-        "line_width": float(estimate_line_width(binary)),
+        "multi_run_columns": np.count_nonzero(runs >= 3) / len(runs),  # (np.mean's value: a count over a count)
+        "empty_columns": np.count_nonzero(runs == 0) / len(runs),
+        "single_run_columns": np.count_nonzero(runs == 1) / len(runs),
+        "ink_density": ink_px / max(1, w * h),
+        "envelope_jumps": float(_envelope_jumps(traced.filled[y:y + h, x:x + w])),
+        "line_width": float(traced.line_width),
     }
 
 
-def check_outline(ink: np.ndarray) -> CardCheck:
+def check_outline(ink: np.ndarray, traced: TracedOutline | None = None) -> CardCheck:
     """Judge whether an outline mask looks like one dynamometer card.
 
     Args:
         ink: ``uint8 [H, W]`` outline mask (:func:`shared.cards.decode_card_png`).
+        traced: ``shared.preprocess.trace_outline(ink)`` when the caller has it already.
 
     Returns:
         :class:`CardCheck`; ``reasons`` name every rule broken.
+
+    Raises:
+        ValueError: the mask holds no ink.
     """
-    f = outline_features(ink)
+    f = outline_features(ink, traced)
     broken: list[tuple[float, str]] = []
     if f["components"] > 2 or f["main_share"] < 0.9:
         broken.append((1.0, f"the drawing is {int(f['components'])} separate pieces; a card is one line"))

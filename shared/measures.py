@@ -47,8 +47,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from shared.cards import checked_card_arrays, ink_binary
-from shared.preprocess import _centre_region, estimate_line_width, fill_outline
+from shared.cards import checked_card_arrays
+from shared.preprocess import TracedOutline, _centre_region, trace_outline
 
 GRID = np.linspace(0.0, 1.0, 201)  # relative positions a half stroke is resampled to
 STEP_WINDOW = 0.16  # width (fraction of the stroke) over which a load step is measured
@@ -105,6 +105,25 @@ def _on_grid(x: np.ndarray, f: np.ndarray) -> np.ndarray:
     return np.interp(GRID, x[order], f[order])
 
 
+# The windows of _step_centre, fixed by GRID and STEP_WINDOW: [g, g + half] after and [g - half, g] before g.
+_HALF = int(round(STEP_WINDOW / 2 * (len(GRID) - 1)))
+_AFTER = (np.arange(len(GRID)), np.minimum(np.arange(len(GRID)) + _HALF, len(GRID) - 1) + 1)
+_BEFORE = (np.maximum(np.arange(len(GRID)) - _HALF, 0), np.arange(len(GRID)) + 1)
+_AFTER_LEN, _BEFORE_LEN = _AFTER[1] - _AFTER[0], _BEFORE[1] - _BEFORE[0]
+# np.percentile(down, FLOOR_PERCENTILE) of the GRID-long downstroke: its linear interpolation lands exactly on
+# this order statistic (index (n - 1) * q, an integer here), so one partial sort gives the same number.
+_FLOOR_INDEX = (len(GRID) - 1) * FLOOR_PERCENTILE // 100
+assert (len(GRID) - 1) * FLOOR_PERCENTILE % 100 == 0, "the downstroke floor must be an order statistic"
+
+
+def _window_indices(lo: float, hi: float) -> np.ndarray:
+    """The GRID indices between ``lo`` and ``hi``."""
+    return np.flatnonzero((GRID >= lo) & (GRID <= hi))
+
+
+_WINDOWS = {(0.0, 1.0): _window_indices(0.0, 1.0), (0.0, 0.5): _window_indices(0.0, 0.5)}
+
+
 def _step_centre(load: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
     """(position, height) of the largest rise of ``load`` (on :data:`GRID`) between ``lo`` and ``hi``.
 
@@ -112,14 +131,14 @@ def _step_centre(load: np.ndarray, lo: float, hi: float) -> tuple[float, float]:
     over the previous one (windows clipped at the ends of the stroke), so it peaks at the centre of a
     load change however steep or slanted, and ripples shorter than the window average out.
     """
-    csum = np.concatenate([[0.0], np.cumsum(load)])
-    half = int(round(STEP_WINDOW / 2 * (len(GRID) - 1)))
-    idx = np.arange(len(GRID))
-    a0, a1 = idx, np.minimum(idx + half, len(GRID) - 1) + 1  # [g, g + h]
-    b0, b1 = np.maximum(idx - half, 0), idx + 1  # [g - h, g]
-    rise = (csum[a1] - csum[a0]) / (a1 - a0) - (csum[b1] - csum[b0]) / (b1 - b0)
-    inside = (GRID >= lo) & (GRID <= hi)
-    k = int(np.flatnonzero(inside)[np.argmax(rise[inside])])
+    csum = np.empty(len(load) + 1)
+    csum[0] = 0.0
+    np.cumsum(load, out=csum[1:])
+    rise = (csum[_AFTER[1]] - csum[_AFTER[0]]) / _AFTER_LEN - (csum[_BEFORE[1]] - csum[_BEFORE[0]]) / _BEFORE_LEN
+    inside = _WINDOWS.get((lo, hi))
+    if inside is None:
+        inside = _window_indices(lo, hi)
+    k = int(inside[np.argmax(rise[inside])])
     return float(GRID[k]), float(rise[k])
 
 
@@ -139,19 +158,23 @@ def fillage_from_strokes(up_x: np.ndarray, up_f: np.ndarray, down_x: np.ndarray,
         The fillage, clipped to [0, 1]; None when the card shows no load step (the downstroke's largest
         fall is under :data:`MIN_STEP_SHARE` of the load range: nothing to read a fillage from).
     """
+    return _fillage_on_grid(_on_grid(up_x, up_f), _on_grid(down_x, down_f))
+
+
+def _fillage_on_grid(up: np.ndarray, down: np.ndarray) -> float | None:
+    """:func:`fillage_from_strokes` of the two halves' loads at the :data:`GRID` positions."""
     # A tag at the bottom (a dip over a few per cent of the stroke) would be the largest fall of the
     # downstroke: its loads below the 10th percentile are raised to it first. (Nothing is clipped at
     # the top, where a full pump's whole drop happens, nor on the upstroke, whose loading line at the
     # bottom is what the stretch is read from.)
-    up, down = _on_grid(up_x, up_f), _on_grid(down_x, down_f)
-    down = np.maximum(down, np.percentile(down, FLOOR_PERCENTILE))
+    down = np.maximum(down, np.partition(down, _FLOOR_INDEX)[_FLOOR_INDEX])  # np.percentile's value
     span = float(max(up.max(), down.max()) - min(up.min(), down.min()))
     drop, height = _step_centre(down, 0.0, 1.0)
     if span <= 0 or height < MIN_STEP_SHARE * span:
         return None
     rise, _ = _step_centre(up, 0.0, 0.5)
-    stretch = float(np.clip(2.0 * rise, 0.0, MAX_STRETCH_SHARE))
-    return float(np.clip((drop - 0.5 * stretch) / (1.0 - stretch), 0.0, 1.0))
+    stretch = min(max(2.0 * rise, 0.0), MAX_STRETCH_SHARE)  # (np.clip's value, without its overhead)
+    return min(max((drop - 0.5 * stretch) / (1.0 - stretch), 0.0), 1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -224,17 +247,39 @@ def measure_series(position, load) -> CardMeasures:
 # --------------------------------------------------------------------------------------------
 
 
-def _chains(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Columns holding the card, and the top and bottom row of the region in each (NaN where empty)."""
-    cols = np.flatnonzero(centre.any(axis=0))
-    region = centre[:, cols] > 0
-    rows = np.arange(centre.shape[0], dtype=np.float64)[:, None]
-    top = np.where(region, rows, np.inf).min(axis=0)
-    bottom = np.where(region, rows, -np.inf).max(axis=0)
-    return cols.astype(np.float64), top, bottom
+def _centre_in_box(traced: TracedOutline, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The line-centre region of the filled card cut to the ink's box (:func:`shared.preprocess._centre_region`
+    of the fill cut to the box), as the box's pixels.
+
+    The fill's closing can spill past the ink at the image border; the card lies within its ink's box, so the
+    fill is cut to it first. Almost always the fill lies within the box already, and the region is the one the
+    model's preprocessing peels (``traced.centre``, computed once). Otherwise the box is peeled alone, with the
+    blank 1-px border the rest of the cut image gives it on every side that is not the image's edge (where
+    erosion and the distance transform see foreground beyond the image, and so see it here too): the nearest
+    background pixel outside the box is always one of that border, so the region is the one the whole cut
+    image gives.
+    """
+    x, y, w, h = box
+    height, width = traced.filled.shape
+    if cv2.boundingRect(traced.filled) == box:
+        return traced.centre[y:y + h, x:x + w]
+    left, top, right, bottom = int(x > 0), int(y > 0), int(x + w < width), int(y + h < height)
+    framed = cv2.copyMakeBorder(traced.filled[y:y + h, x:x + w], top, bottom, left, right, cv2.BORDER_CONSTANT,
+                                value=0)
+    return _centre_region(framed, traced.line_width)[top:top + h, left:left + w]
 
 
-def measure_outline(ink: np.ndarray) -> CardMeasures:
+def _chains(region: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Columns holding the card, and the top and bottom row of the region in each (indices into ``region``)."""
+    # Rows are the region's columns, 0/1 viewed as bool: argmax along a contiguous bool row is a byte search.
+    by_column = cv2.threshold(cv2.transpose(region), 0, 1, cv2.THRESH_BINARY)[1]
+    first = by_column.view(bool).argmax(axis=1)
+    cols = np.flatnonzero(by_column[np.arange(len(first)), first])  # (argmax is 0 in an empty column)
+    last = region.shape[0] - 1 - cv2.flip(by_column, 1).view(bool).argmax(axis=1)
+    return cols, first[cols], last[cols]
+
+
+def measure_outline(ink: np.ndarray, traced: TracedOutline | None = None) -> CardMeasures:
     """Measures of a card picture, from its outline mask.
 
     The outline is filled and half a line width is peeled off (as the shared preprocessing does), so
@@ -243,6 +288,8 @@ def measure_outline(ink: np.ndarray) -> CardMeasures:
 
     Args:
         ink: ``uint8 [H, W]`` outline mask (:func:`shared.cards.decode_card_png`).
+        traced: ``shared.preprocess.trace_outline(ink)`` when the caller has it already (the model's
+            preprocessing computes it too).
 
     Returns:
         :class:`CardMeasures` with ``basis="outline"``: positions as fractions of the image width from its
@@ -252,28 +299,29 @@ def measure_outline(ink: np.ndarray) -> CardMeasures:
     Raises:
         ValueError: the mask holds no ink.
     """
-    binary = ink_binary(np.asarray(ink, np.uint8))
-    if not binary.any():
+    traced = traced if traced is not None else trace_outline(ink)
+    binary = traced.binary
+    if not cv2.countNonZero(binary):
         raise ValueError("the outline mask holds no ink")
     height, width = binary.shape
-    # The fill's closing can spill past the ink at the image border; the card lies within its ink's box.
     x0, y0, w, h = cv2.boundingRect(binary)
-    inside = np.zeros_like(binary)
-    inside[y0 : y0 + h, x0 : x0 + w] = 255
-    centre = _centre_region(fill_outline(ink) & inside, estimate_line_width(binary))
-    cols, top, bottom = _chains(centre)
-    # Pixel rows -> load as a fraction of the image height, 0 at the bottom edge.
-    up_f = (height - 1 - top) / (height - 1)
-    down_f = (height - 1 - bottom) / (height - 1)
-    x = cols / (width - 1)
-    stroke = float(x.max() - x.min())
+    centre = _centre_in_box(traced, (x0, y0, w, h))
+    in_box, top, bottom = _chains(centre)
+    # Pixel rows -> load as a fraction of the image height, 0 at the bottom edge; columns -> position as a
+    # fraction of the image width (whole pixel numbers until the one division: the same floats either way).
+    up_f = (height - 1 - y0 - top) / (height - 1)
+    down_f = (height - 1 - y0 - bottom) / (height - 1)
+    x = (in_box + x0) / (width - 1)  # increasing: the columns in order
+    stroke = float(x[-1] - x[0])
     peak, low = float(up_f.max()), float(down_f.min())
     area = float(cv2.countNonZero(centre)) / (height * width)
     span_area = stroke * (peak - low)
     fillage = None
     if stroke > 0 and peak > low:
-        rel = (x - x.min()) / stroke
-        fillage = fillage_from_strokes(rel, up_f, rel[::-1], down_f[::-1])
+        # Both halves run along the same increasing positions (the downstroke read backwards is the same
+        # resampling), so they go onto the grid without the sort fillage_from_strokes does.
+        rel = (x - x[0]) / stroke
+        fillage = _fillage_on_grid(np.interp(GRID, rel, up_f), np.interp(GRID, rel, down_f))
     return CardMeasures(basis="outline", fillage=fillage, peak_load=peak, min_load=low, load_range=peak - low,
                         stroke=stroke, area=area, fullness=area / span_area if span_area > 0 else 0.0,
                         load_unit="fraction of image height", stroke_unit="fraction of image width",

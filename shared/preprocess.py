@@ -22,6 +22,7 @@ import argparse
 import os
 import sys
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,44 @@ def fill_outline(ink: np.ndarray) -> np.ndarray:
     return _fill_binary(ink_binary(ink))
 
 
+@dataclass(frozen=True, eq=False)
+class TracedOutline:
+    """What every reader of a card picture takes from its outline mask, computed once per card.
+
+    The model's fill (:func:`filled_card`), the structural check (:func:`shared.card_check.check_outline`)
+    and the measures (:func:`shared.measures.measure_outline`) each need the thresholded line, the filled
+    card and the line width, and two of them the filled card peeled to the line's centre; a service request
+    used to compute each of them three times. The arrays are read-only: a reader that changed them would
+    change what the others see.
+
+    Attributes:
+        binary: the outline, 0/255 ``uint8`` (:func:`shared.cards.ink_binary`).
+        filled: the filled card at the ink's size, 0/255 ``uint8`` (:func:`fill_outline`).
+        line_width: the drawn line's width in pixels (:func:`estimate_line_width`).
+    """
+
+    binary: np.ndarray
+    filled: np.ndarray
+    line_width: float
+
+    @cached_property
+    def centre(self) -> np.ndarray:
+        """The filled card peeled to the drawn line's centre (:func:`_centre_region`), read-only; computed once."""
+        centre = _centre_region(self.filled, self.line_width)
+        centre.setflags(write=False)
+        return centre
+
+
+def trace_outline(ink: np.ndarray) -> TracedOutline:
+    """An outline mask (:func:`shared.cards.decode_card_png`) -> its :class:`TracedOutline`."""
+    binary = ink_binary(np.asarray(ink, np.uint8))
+    filled = _fill_binary(binary)
+    line_width = estimate_line_width(binary)
+    binary.setflags(write=False)
+    filled.setflags(write=False)
+    return TracedOutline(binary, filled, line_width)
+
+
 def _fill_binary(binary: np.ndarray) -> np.ndarray:
     line_area = max(1, cv2.countNonZero(binary))
     first = None
@@ -210,12 +249,19 @@ def _legacy_fill(ink: np.ndarray) -> np.ndarray:
     return alpha
 
 
-def filled_card(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG) -> np.ndarray:
-    """The filled card the model sees, as ``uint8 [height, width]`` (model input x 255, before scaling)."""
+def filled_card(ink: np.ndarray, config: PreprocessConfig = DEFAULT_CONFIG,
+                traced: TracedOutline | None = None) -> np.ndarray:
+    """The filled card the model sees, as ``uint8 [height, width]`` (model input x 255, before scaling).
+
+    Args:
+        ink: the outline mask.
+        config: the model's preprocessing.
+        traced: ``trace_outline(ink)`` when the caller has it already (the same bits, one fill less).
+    """
     if config.method == "legacy":
         return _legacy_fill(ink)
-    binary = ink_binary(ink)
-    centre = _centre_region(_fill_binary(binary), estimate_line_width(binary))
+    traced = traced if traced is not None else trace_outline(ink)
+    centre = traced.centre
     # A fixed 3 x 3 line in output space replaces the renderer's own line width.
     return cv2.dilate(_crop_and_rescale(centre, config.height, config.width), _OUTPUT_LINE)
 

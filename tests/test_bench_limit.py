@@ -25,11 +25,12 @@ def test_quick_limit_benchmark_measures_every_stage(tiny_model, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(raw.read_text(encoding="utf-8"))["limit"]
-    assert set(result["stages_ms"]) == {"inflate", "decode", "fill", "scale"}
+    assert set(result["stages_ms"]) == {"inflate", "decode", "fill", "check", "measures", "scale"}
     assert all(v > 0 for v in result["stages_ms"].values())
     assert result["stages_ms"]["inflate"] < result["stages_ms"]["decode"]  # the inflate is part of the decode
     assert set(result["network_ms"]) == {"1", "4", "8", "16", "32"} and all(v > 0 for v in result["network_ms"].values())
-    assert "## 4. The limit" in out.read_text(encoding="utf-8")
+    text = out.read_text(encoding="utf-8")
+    assert "## 4. The limit" in text and "| card check (`check_outline`" in text and "| card measures (" in text
 
 
 def test_limit_and_layout_sections_render():
@@ -45,3 +46,14 @@ def test_limit_and_layout_sections_render():
     assert "**1.35 ms**" in text  # path at batch 16: 0.4 + 0.4 + 0.05 + 0.5
     assert "**0.70 ms**" in text  # floor: inflate 0.2 + network 0.5
     assert "| 2 × 8 | 5 | 480 |" in text
+
+
+def test_the_limit_path_includes_the_card_check_and_measures():
+    limit = {"cards": 300, "stages_ms": {"inflate": 0.2, "decode": 0.4, "fill": 0.4, "check": 0.3, "measures": 0.2,
+                                         "scale": 0.05},
+             "network_ms": {"1": 1.6, "16": 0.5}, "flops": {}, "cpu_mhz": None}
+    text = render({"machine": MACHINE, "quick": False, "started": "2026-01-01 00:00", "minutes": 1.0,
+                   "load_end": "0.2", "command": "python -m bench", "limit": limit})
+    assert "| card check (`check_outline` on the traced outline" in text and "| 0.300 |" in text
+    assert "**1.85 ms**" in text  # 0.4 + 0.4 + 0.3 + 0.2 + 0.05 + 0.5
+    assert "(decode + fill + check + measures + scale + network)" in text

@@ -1,6 +1,6 @@
 """What the API says about who answered and about the card, with image, series and dual models loaded:
-the batch's top-level models, a refused PNG/CSV pair of two different cards, predictions per model in
-/metrics, the pictures and samples of ?include_input=1, and /model's accuracy figures (real cards first)."""
+the batch's top-level models, a refused PNG/CSV pair of two different cards, predictions and unknown and
+review answers per model in /metrics, the pictures and samples of ?include_input=1, and /model's accuracy figures (real cards first)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from serving.accuracy import accuracy_figures
 from tests.conftest import card_csv, card_png
+from tests.notcards import notcard_images
 from tests.test_dual_serving import _client, _post, client_all, dual_model, extras, series_model  # noqa: F401
 
 
@@ -92,6 +93,37 @@ def test_metrics_count_predictions_per_model(client_all):
     for model, value in re.findall(r'cardsense_predictions_total\{label="A\d\d",model="(\w+)"\} ([\d.]+)', text):
         per_model[model] = per_model.get(model, 0) + float(value)
     assert per_model == {"image": 1.0, "series": 2.0, "dual": 1.0}
+
+
+def _per_model(text: str, metric: str) -> dict[str, float]:
+    return {m: float(v) for m, v in re.findall(metric + r'\{model="(\w+)"\} ([\d.]+)', text)}
+
+
+def test_metrics_count_unknown_and_review_answers_per_model(client_all):
+    text = client_all.get("/metrics").get_data(as_text=True)
+    # Every loaded model's counters are there from the start, at 0 (a rate over predictions needs both).
+    assert _per_model(text, "cardsense_unknown_total") == {"image": 0.0, "series": 0.0, "dual": 0.0}
+    assert _per_model(text, "cardsense_review_total") == {"image": 0.0, "series": 0.0, "dual": 0.0}
+    smiley = next(n for n in notcard_images() if n.kind == "smiley")
+    answers = [_post(client_all, file=(smiley.png, "s.png")).json,
+               _post(client_all, file=(card_png("normal"), "a.png")).json,
+               _post(client_all, file=(card_csv("normal"), "a.csv")).json,
+               _post(client_all, file=(card_csv("dome"), "b.csv")).json,
+               _post(client_all, file=(card_png("normal"), "a.png"), series=(card_csv("normal"), "a.csv")).json]
+    batch = client_all.post("/classify/batch", data={"x": (io.BytesIO(smiley.png), "x.png"),
+                                                     "y": (io.BytesIO(card_csv("pound")), "y.csv")},
+                            content_type="multipart/form-data").json["results"]
+    answers += batch
+    want_unknown = {"image": 0.0, "series": 0.0, "dual": 0.0}
+    want_review = dict(want_unknown)
+    for a in answers:
+        want_unknown[a["model"]["kind"]] += a["unknown"]
+        want_review[a["model"]["kind"]] += a["review"]
+    assert want_unknown["image"] == 2  # the smiley, alone and in the batch
+    text = client_all.get("/metrics").get_data(as_text=True)
+    assert _per_model(text, "cardsense_unknown_total") == want_unknown
+    assert _per_model(text, "cardsense_review_total") == want_review
+    assert sum(want_review.values()) >= 1  # (the tiny models are unsure of most cards)
 
 
 # ------------------------------------------------------------------------------ ?include_input=1
