@@ -203,6 +203,22 @@ def test_the_explain_toggle_overlays_the_heat_map(browser, gunicorn_server, tmp_
     assert heat.is_displayed()
 
 
+def test_the_explain_toggle_is_off_where_the_service_turned_explanations_off(browser, tiny_model, tmp_path):
+    """``CARDSENSE_EXPLAIN=off`` refuses ``?explain=1``: the page must not offer a toggle that only fails."""
+    from selenium.webdriver.common.by import By
+
+    with GunicornServer(tiny_model, tmp_path / "gunicorn.log", CARDSENSE_EXPLAIN="off") as server:
+        _open(browser, server.url, "tiny-test")
+        toggle = browser.find_element(By.ID, "explain")
+        assert not toggle.is_enabled() and not toggle.is_selected()
+        png = tmp_path / "plain.png"
+        png.write_bytes(card_png("dome", 3))
+        browser.find_element(By.ID, "files").send_keys(str(png))
+        (item,) = _wait_results(browser, 1)
+        assert item.get_attribute("data-explained") == ""
+        assert "turned off" not in item.text
+
+
 def test_shipped_models_pairs_series_plots_and_real_card_accuracy(browser, shipped_server, tmp_path):
     from selenium.webdriver.common.by import By
 

@@ -74,6 +74,13 @@ async function loadModel() {
     const models = m.models || { [m.model.kind || "image"]: { ...m.model, accuracy: m.accuracy } };
     kinds = Object.keys(models);
     if (m.service && typeof m.service.low_confidence === "number") lowConfidence = m.service.low_confidence;
+    if (m.service && m.service.explain === "off") {
+      // CARDSENSE_EXPLAIN=off: the service refuses ?explain=1, so the page does not offer it
+      explainToggle.checked = false;
+      explainToggle.disabled = true;
+      explainToggle.parentElement.title = "explanations are turned off on this service (CARDSENSE_EXPLAIN=off)";
+      explainToggle.parentElement.classList.add("muted");
+    }
     info.replaceChildren();
     for (const kind of ["image", "series", "dual"].filter((k) => k in models)) {
       info.append(modelLine(kind, models[kind]));
