@@ -7,6 +7,10 @@ An engineer wants the figure that predicts what he will see on his wells, not th
   ``{"accuracy", "cards", "classes", "folds", "note", ...}``;
 * ``holdout_acc`` with ``holdout_cards``: the cards held out of the training data -- simulated when the model
   was trained on the simulator (``data.source == "sim"``), the engineer's own cards otherwise;
+* ``cross_validation`` (``run.py --folds K --export``): the K-fold figure on the real source in the training mix
+  (``mean``, ``std``, ``folds``, ``measured_on: {source, cards, classes}``) -- each card scored by a network
+  trained without it;
+* ``holdout_by_source``: the holdout per source of a several-source run (the simulator's is not real wells);
 * ``sim_fresh``: freshly simulated cards the model never saw.
 
 :func:`accuracy_figures` lists what is there, in that order of relevance, and skips what is not: a model
@@ -47,6 +51,52 @@ def _field_figure(key: str, entry: dict[str, Any], trained_on_sim: bool) -> dict
     return figure
 
 
+def _cross_validated_figure(entry: dict[str, Any]) -> dict[str, Any] | None:
+    """``metrics.cross_validation`` as a field figure (``None`` when it was run on simulated cards)."""
+    measured = entry.get("measured_on") or {}
+    if not isinstance(measured, dict) or measured.get("source") == "sim":
+        return None
+    figure = _field_figure("cross_validation", {"accuracy": entry.get("mean"), "std": entry.get("std"),
+                                                "folds": entry.get("folds"), "cards": measured.get("cards"),
+                                                "classes": measured.get("classes"), "note": entry.get("note")}, False)
+    if figure is not None and measured.get("source") not in (None, "field"):
+        figure["measured_on"] = figure["measured_on"].replace("real field cards", f"real cards of {measured['source']}")
+    return figure
+
+
+def _holdout_figures(metrics: dict[str, Any], source: str, trained_on_sim: bool) -> tuple[list, list]:
+    """The holdout figures: (real ones, simulated ones). Per source when the run had several."""
+    by_source = metrics.get("holdout_by_source")
+    if isinstance(by_source, dict) and by_source:
+        real, simulated = [], []
+        for name, entry in by_source.items():
+            accuracy = _number((entry or {}).get("holdout_acc"))
+            if accuracy is None:
+                continue  # every card of this source was trained on (e.g. --folds --export)
+            cards = _count(entry.get("holdout_cards"))
+            count = f"{cards} " if cards else ""
+            if name == "sim":
+                simulated.append({"key": "holdout_acc/sim", "accuracy": accuracy, "cards": cards, "real_cards": False,
+                                  "measured_on": f"{count}simulated holdout cards (not real wells)"})
+            else:
+                real.append({"key": f"holdout_acc/{name}", "accuracy": accuracy, "cards": cards, "real_cards": True,
+                             "measured_on": f"{count}held-out cards of {name}, never trained on"})
+        return real, simulated
+    holdout = _number(metrics.get("holdout_acc", metrics.get("accuracy")))
+    if holdout is None:
+        return [], []
+    cards = _count(metrics.get("holdout_cards"))
+    count = f"{cards} " if cards else ""
+    if trained_on_sim:
+        return [], [{"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": False,
+                     "measured_on": f"{count}simulated holdout cards (not real wells)"}]
+    if source:
+        return [{"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": True,
+                 "measured_on": f"{count}held-out cards of {source}, never trained on"}], []
+    return [], [{"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": False,
+                 "measured_on": f"{count}held-out cards (source not recorded)"}]
+
+
 def accuracy_figures(meta: dict[str, Any]) -> list[dict[str, Any]]:
     """The accuracy figures of a model folder, most telling first.
 
@@ -65,23 +115,12 @@ def accuracy_figures(meta: dict[str, Any]) -> list[dict[str, Any]]:
     trained_on_sim = source == "sim"
     field = [f for key, entry in metrics.items() if key.startswith("field") and isinstance(entry, dict)
              if (f := _field_figure(key, entry, trained_on_sim)) is not None]
+    cross = metrics.get("cross_validation")
+    if isinstance(cross, dict) and (figure := _cross_validated_figure(cross)) is not None:
+        field.append(figure)
     field.sort(key=lambda f: "cross-validated" not in f["measured_on"])
-    figures = list(field)
-
-    holdout = _number(metrics.get("holdout_acc", metrics.get("accuracy")))
-    if holdout is not None:
-        cards = _count(metrics.get("holdout_cards"))
-        count = f"{cards} " if cards else ""
-        if trained_on_sim:
-            figures.append({"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": False,
-                            "measured_on": f"{count}simulated holdout cards (not real wells)"})
-        elif source:
-            own = {"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": True,
-                   "measured_on": f"{count}held-out cards of {source}, never trained on"}
-            figures.insert(len(field), own)
-        else:
-            figures.append({"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": False,
-                            "measured_on": f"{count}held-out cards (source not recorded)"})
+    real_holdout, simulated_holdout = _holdout_figures(metrics, source, trained_on_sim)
+    figures = [*field, *real_holdout, *simulated_holdout]
 
     fresh = metrics.get("sim_fresh")
     if isinstance(fresh, dict) and _number(fresh.get("accuracy")) is not None:

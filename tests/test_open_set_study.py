@@ -48,7 +48,8 @@ def test_shipped_twins_match_paddle_inference(study, probe, kind):
     net, gap = study.shipped_twin(kind, probe[kind])
     assert gap < 1e-4
     logits, feats = study.forward(net, kind, probe[kind])
-    assert logits.shape == (5, 12) and feats.shape == (5, 128)
+    outputs = 13 if json.loads((study.shipped_folder(kind) / "meta.json").read_text()).get("other_class") else 12
+    assert logits.shape == (5, outputs) and feats.shape == (5, 128)
 
 
 def test_folds_are_stratified_and_leave_unknown_cards_out(study):
@@ -69,6 +70,8 @@ def test_a_tiny_run_prints_every_table(study, tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "SHIPPED models/series" in printed and "RETRAINED series" in printed and "outlier_exposure" in printed
+    # a shipped model trained with the field cards is not scored on them (in-sample)
+    assert ("in-sample" in printed) == study.saw_field_cards(study.shipped_folder("series"))
     report = json.loads(out.read_text())
     rows = {r[0]: r for r in report["retrained_series"]["rows"]}
     assert {"max_softmax", "max_logit", "energy", "mahalanobis", "knn", "outlier_exposure", "oe+knn"} <= set(rows)

@@ -196,6 +196,26 @@ def test_a_model_trained_on_own_cards_shows_its_holdout_as_real():
     assert accuracy_figures({}) == []
 
 
+def test_a_model_with_real_cards_in_its_mix_shows_the_cross_validated_figure_and_a_simulated_holdout():
+    """``--data sim field:0.3 --folds 5 --export``: the field figure is the K-fold one; the holdout left is the
+    simulator's, which must not read as real cards."""
+    meta = {"data": {"source": "sim + field + field-other"},
+            "metrics": {"holdout_acc": 0.92, "holdout_cards": 480,
+                        "holdout_by_source": {"sim": {"holdout_acc": 0.92, "holdout_cards": 480},
+                                              "field": {"holdout_acc": None, "holdout_cards": 0}},
+                        "cross_validation": {"mean": 0.711, "std": 0.03, "folds": 5,
+                                             "measured_on": {"source": "field", "cards": 709,
+                                                             "classes": ["A01", "A02", "A03", "A05", "A06", "A09",
+                                                                         "A10"]}},
+                        "sim_fresh": {"accuracy": 0.92, "cards": 600}}}
+    figures = accuracy_figures(meta)
+    assert [(f["key"], f["real_cards"]) for f in figures] == [
+        ("cross_validation", True), ("holdout_acc/sim", False), ("sim_fresh", False)]
+    assert figures[0]["accuracy"] == 0.711
+    assert figures[0]["measured_on"] == "709 real field cards, 7 of the 12 conditions, 5-fold cross-validated, ± 0.030"
+    assert figures[1]["measured_on"] == "480 simulated holdout cards (not real wells)"
+
+
 def test_model_endpoint_lists_accuracy_per_model(client_all):
     info = client_all.get("/model").json
     assert info["accuracy"][0]["key"] == "holdout_acc"  # the tiny model records no field figure

@@ -237,5 +237,6 @@ def test_the_shipped_default_model_if_present():
     predictor = Predictor(DEFAULT_MODEL_DIR, device="cpu", batch_sizes=(1, 8))
     golden = sorted(p for p in (REPO / "tests" / "fixtures" / "golden").glob("*.png") if ".expected." not in p.name)
     cards = [p.read_bytes() for p in golden] or [card_png(k) for k in CARD_KINDS]
-    probs = predictor.predict(np.stack([preprocess_png(c, predictor.preprocess) for c in cards]))
+    raw = predictor.predict(np.stack([preprocess_png(c, predictor.preprocess) for c in cards]))
+    probs = predictor.output.interpret(raw).probabilities  # read as its meta.json says (logits or probabilities)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-4)
