@@ -19,14 +19,12 @@ from shared.labels import CODES
 from tests.notcards import notcard_images
 from training.simulator import card_rng, make_spec, run_specs, sample_params
 
-FIELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "field-cards.csv"
+FIELD = Path(__file__).resolve().parents[1] / "data" / "field" / "field-cards.csv"
 SETTINGS = [(2, 1), (10, 2), (24, 3), (5, 7), (16, 5), (2, 7), (24, 1)]  # (margin, line width)
 
 
 @pytest.fixture(scope="module")
 def field_cards():
-    if not FIELD.is_file():
-        pytest.skip(f"field cards not found at {FIELD} (optional data, see ../shared/data/README.md)")
     from training.simulator.field import load_field_cards
 
     return load_field_cards(FIELD)

@@ -17,7 +17,7 @@ from shared.series import preprocess_series
 from training.simulator import card_rng, make_spec, run_specs, sample_params
 
 REPO = Path(__file__).resolve().parents[1]
-FIELD = REPO.parent / "shared" / "data" / "field-cards.csv"
+FIELD = REPO / "data" / "field" / "field-cards.csv"
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +62,6 @@ def test_folds_are_stratified_and_leave_unknown_cards_out(study):
 
 
 def test_a_tiny_run_prints_every_table(study, tmp_path, capsys):
-    if not FIELD.is_file():
-        pytest.skip(f"field cards not found at {FIELD} (the study needs them)")
     out = tmp_path / "report.json"
     code = study.main(["--sim-per-class", "4", "--epochs", "1", "--folds", "2", "--oe-folds", "1", "--kinds", "series",
                        "--cache-dir", str(tmp_path / "cache"), "--json", str(out)])

@@ -35,8 +35,6 @@ SETTINGS = [(2, 1), (10, 2), (24, 3), (5, 7), (16, 5), (2, 7), (24, 1)]  # (marg
 
 @pytest.fixture(scope="module")
 def field_cards():
-    if not FIELD.is_file():
-        pytest.skip(f"field cards not found at {FIELD}")
     from training.simulator.field import load_field_cards
 
     return load_field_cards(FIELD)[::8]  # 150 cards, in-class and other conditions

@@ -25,7 +25,7 @@ from tests.shapes import SHAPES, fluid_pound_card, gas_lock_card, normal_card
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "fixtures" / "golden"
-FIELD_CARDS = ROOT.parent / "shared" / "data" / "field-cards.csv"
+FIELD_CARDS = ROOT / "data" / "field" / "field-cards.csv"
 LEGACY = PreprocessConfig(method="legacy")
 
 
@@ -207,8 +207,6 @@ def test_preview_cli(tmp_path):
 
 @pytest.fixture(scope="module")
 def field_rows():
-    if not FIELD_CARDS.exists():
-        pytest.skip(f"field cards not present at {FIELD_CARDS} (team reference data lives outside the repo)")
     with FIELD_CARDS.open(encoding="utf-8") as fh:
         return list(csv.DictReader(fh))
 

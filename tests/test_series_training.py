@@ -167,10 +167,9 @@ def test_model_input_mismatch_is_refused():
     assert resolve_recipe(parse_args([])).model == "cardnet"
 
 
-FIELD = REPO.parent / "shared" / "data" / "field-cards.csv"
+FIELD = REPO / "data" / "field" / "field-cards.csv"
 
 
-@pytest.mark.skipif(not FIELD.is_file(), reason="field-cards.csv not present")
 def test_field_set_command(tmp_path, capsys):
     from training.run import main
 

@@ -1,4 +1,4 @@
-"""Field cards (``../shared/data/field-cards.csv``) and shape statistics to compare the simulator with.
+"""Field cards (the vendored ``data/field/field-cards.csv``) and shape statistics to compare the simulator with.
 
     python -m training.simulator.field [--field PATH] [--per-class 150] [--seed 0]
 
@@ -26,7 +26,7 @@ from shared.cards import checked_card_arrays
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FIELD = Path(__file__).resolve().parents[3] / "shared" / "data" / "field-cards.csv"
+DEFAULT_FIELD = Path(__file__).resolve().parents[2] / "data" / "field" / "field-cards.csv"  # vendored
 RIPPLE_HARMONIC = 8
 N_RESAMPLE = 128
 SHAPE_KEYS = ("pickup", "load_width", "drop", "drop_width", "peak_x", "tilt", "bottom_rise")
