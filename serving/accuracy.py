@@ -64,37 +64,32 @@ def _cross_validated_figure(entry: dict[str, Any]) -> dict[str, Any] | None:
     return figure
 
 
-def _holdout_figures(metrics: dict[str, Any], source: str, trained_on_sim: bool) -> tuple[list, list]:
-    """The holdout figures: (real ones, simulated ones). Per source when the run had several."""
+def _holdout_figure(key: str, accuracy: float, cards: int | None, source: str) -> dict[str, Any]:
+    """One holdout figure: of simulated cards (``source == "sim"``, not real wells), of a named source's
+    cards (real), or of cards whose source was not recorded."""
+    count = f"{cards} " if cards else ""
+    if source == "sim":
+        real, measured = False, f"{count}simulated holdout cards (not real wells)"
+    elif source:
+        real, measured = True, f"{count}held-out cards of {source}, never trained on"
+    else:
+        real, measured = False, f"{count}held-out cards (source not recorded)"
+    return {"key": key, "accuracy": accuracy, "cards": cards, "real_cards": real, "measured_on": measured}
+
+
+def _holdout_figures(metrics: dict[str, Any], source: str, trained_on_sim: bool) -> list[dict[str, Any]]:
+    """The holdout figures, per source when the run had several."""
     by_source = metrics.get("holdout_by_source")
     if isinstance(by_source, dict) and by_source:
-        real, simulated = [], []
-        for name, entry in by_source.items():
-            accuracy = _number((entry or {}).get("holdout_acc"))
-            if accuracy is None:
-                continue  # every card of this source was trained on (e.g. --folds --export)
-            cards = _count(entry.get("holdout_cards"))
-            count = f"{cards} " if cards else ""
-            if name == "sim":
-                simulated.append({"key": "holdout_acc/sim", "accuracy": accuracy, "cards": cards, "real_cards": False,
-                                  "measured_on": f"{count}simulated holdout cards (not real wells)"})
-            else:
-                real.append({"key": f"holdout_acc/{name}", "accuracy": accuracy, "cards": cards, "real_cards": True,
-                             "measured_on": f"{count}held-out cards of {name}, never trained on"})
-        return real, simulated
+        # a source without a holdout accuracy had every card trained on (e.g. --folds --export)
+        return [_holdout_figure(f"holdout_acc/{name}", accuracy, _count(entry.get("holdout_cards")), name)
+                for name, entry in by_source.items()
+                if (accuracy := _number((entry or {}).get("holdout_acc"))) is not None]
     holdout = _number(metrics.get("holdout_acc", metrics.get("accuracy")))
     if holdout is None:
-        return [], []
-    cards = _count(metrics.get("holdout_cards"))
-    count = f"{cards} " if cards else ""
-    if trained_on_sim:
-        return [], [{"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": False,
-                     "measured_on": f"{count}simulated holdout cards (not real wells)"}]
-    if source:
-        return [{"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": True,
-                 "measured_on": f"{count}held-out cards of {source}, never trained on"}], []
-    return [], [{"key": "holdout_acc", "accuracy": holdout, "cards": cards, "real_cards": False,
-                 "measured_on": f"{count}held-out cards (source not recorded)"}]
+        return []
+    return [_holdout_figure("holdout_acc", holdout, _count(metrics.get("holdout_cards")),
+                            "sim" if trained_on_sim else source)]
 
 
 def accuracy_figures(meta: dict[str, Any]) -> list[dict[str, Any]]:
@@ -119,8 +114,8 @@ def accuracy_figures(meta: dict[str, Any]) -> list[dict[str, Any]]:
     if isinstance(cross, dict) and (figure := _cross_validated_figure(cross)) is not None:
         field.append(figure)
     field.sort(key=lambda f: "cross-validated" not in f["measured_on"])
-    real_holdout, simulated_holdout = _holdout_figures(metrics, source, trained_on_sim)
-    figures = [*field, *real_holdout, *simulated_holdout]
+    holdout = _holdout_figures(metrics, source, trained_on_sim)
+    figures = [*field, *(f for f in holdout if f["real_cards"]), *(f for f in holdout if not f["real_cards"])]
 
     fresh = metrics.get("sim_fresh")
     if isinstance(fresh, dict) and _number(fresh.get("accuracy")) is not None:
